@@ -6,6 +6,8 @@
 
 #![warn(missing_docs)]
 
+pub mod assets;
 pub mod error;
+pub mod testing;
 
 pub use error::{Error, Result};

@@ -1,0 +1,33 @@
+//! Helpers for the "real" test tier, which needs fetched assets.
+//!
+//! A real-tier test calls [`real_asset`]. When the asset is absent the test is
+//! skipped with a note, unless `FUTE_REQUIRE_ASSETS=1` (set by `.ci/run` after it
+//! fetched the assets), in which case absence is a failure: CI never silently
+//! skips the real tier.
+
+use std::path::PathBuf;
+
+/// Environment variable that makes a missing asset a test failure.
+pub const REQUIRE_ENV: &str = "FUTE_REQUIRE_ASSETS";
+
+/// The extracted folder of asset `name` (e.g. `"minilm"`), if it was fetched.
+///
+/// # Panics
+/// When the asset is missing and `FUTE_REQUIRE_ASSETS=1`.
+pub fn real_asset(name: &str) -> Option<PathBuf> {
+    let dir = crate::assets::default_root().join(name);
+    if dir.is_dir() {
+        return Some(dir);
+    }
+    if std::env::var(REQUIRE_ENV).as_deref() == Ok("1") {
+        panic!(
+            "asset `{name}` is required ({REQUIRE_ENV}=1) but {} does not exist; run `fute assets fetch {name}`",
+            dir.display()
+        );
+    }
+    eprintln!(
+        "skipping: asset `{name}` not fetched ({} missing); run `fute assets fetch {name}`",
+        dir.display()
+    );
+    None
+}
