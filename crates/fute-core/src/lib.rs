@@ -7,7 +7,10 @@
 #![warn(missing_docs)]
 
 pub mod assets;
+pub mod dataset;
 pub mod error;
+pub mod fsutil;
+pub mod import;
 pub mod testing;
 
 pub use error::{Error, Result};

@@ -1,0 +1,79 @@
+//! What a dataset's examples look like.
+
+use serde::{Deserialize, Serialize};
+
+/// How many text segments an input has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum InputShape {
+    /// One text (`text`).
+    Single,
+    /// Two texts (`text`, `text_pair`): premise/hypothesis, sentence pairs, …
+    Pair,
+}
+
+/// The task a dataset poses.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum TaskSchema {
+    /// Pick one of `labels`.
+    Classification {
+        /// Single text or text pair.
+        inputs: InputShape,
+        /// Label names; a label's index is its position here.
+        labels: Vec<String>,
+    },
+    /// Predict a real value.
+    Regression {
+        /// Single text or text pair.
+        inputs: InputShape,
+        /// Inclusive bounds every value must respect, when known.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        range: Option<[f64; 2]>,
+    },
+    /// Find the answer span (by characters) of `question` in `context`; may be unanswerable.
+    ExtractiveQa,
+}
+
+impl TaskSchema {
+    /// A short name: `classification`, `pair-classification`, `regression`, `pair-regression`, `extractive-qa`.
+    pub fn short_name(&self) -> &'static str {
+        match self {
+            TaskSchema::Classification {
+                inputs: InputShape::Single,
+                ..
+            } => "classification",
+            TaskSchema::Classification {
+                inputs: InputShape::Pair,
+                ..
+            } => "pair-classification",
+            TaskSchema::Regression {
+                inputs: InputShape::Single,
+                ..
+            } => "regression",
+            TaskSchema::Regression {
+                inputs: InputShape::Pair,
+                ..
+            } => "pair-regression",
+            TaskSchema::ExtractiveQa => "extractive-qa",
+        }
+    }
+
+    /// Label names of a classification schema, else `None`.
+    pub fn labels(&self) -> Option<&[String]> {
+        match self {
+            TaskSchema::Classification { labels, .. } => Some(labels),
+            _ => None,
+        }
+    }
+
+    /// Input shape; QA counts as a pair (question, context).
+    pub fn input_shape(&self) -> InputShape {
+        match self {
+            TaskSchema::Classification { inputs, .. } | TaskSchema::Regression { inputs, .. } => {
+                *inputs
+            }
+            TaskSchema::ExtractiveQa => InputShape::Pair,
+        }
+    }
+}
