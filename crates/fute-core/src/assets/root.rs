@@ -15,7 +15,10 @@ pub fn default_root() -> PathBuf {
         return PathBuf::from(dir).join("fute").join("assets");
     }
     if let Some(home) = std::env::var_os("HOME").filter(|v| !v.is_empty()) {
-        return PathBuf::from(home).join(".cache").join("fute").join("assets");
+        return PathBuf::from(home)
+            .join(".cache")
+            .join("fute")
+            .join("assets");
     }
     PathBuf::from(".fute-assets")
 }
