@@ -1,14 +1,31 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
-}
+//! `fute-nn`: trainable transformers for fute, written on candle ops.
+//!
+//! * [`models::bert`]: the BERT encoder in the Hugging Face layout;
+//! * [`heads`]: classification / regression / extractive-QA heads ([`BertTaskModel`]);
+//! * [`loss`]: cross-entropy, BCE-with-logits and soft cross-entropy/KL on soft
+//!   targets, MSE, span cross-entropy;
+//! * [`tokenize`]: tokenisation with our own truncation and dynamic padding, and
+//!   character offsets for QA;
+//! * [`checkpoint`]: saving a task model as a folder `transformers` loads.
+//!
+//! Every op on the path from a parameter to a loss has a backward pass: candle-nn's
+//! fused `LayerNorm` / `softmax_last_dim` (which silently drop gradients) are not
+//! used. Parameters are `candle_nn::Var`s in one `VarMap`, named as in HF.
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+#![warn(missing_docs)]
 
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
-    }
-}
+pub mod checkpoint;
+pub mod error;
+pub mod heads;
+pub mod loss;
+pub mod models;
+pub mod nn;
+pub mod params;
+pub mod rng;
+pub mod tokenize;
+
+pub use error::{Error, Result};
+pub use heads::{BertTaskModel, BuildOptions, HeadSpec, TaskOutput};
+pub use models::bert::{BertConfig, BertInput, BertModel, BertOutput};
+pub use nn::Mode;
+pub use tokenize::{EncodedBatch, Encoding, TextInput, TextTokenizer, Truncation};

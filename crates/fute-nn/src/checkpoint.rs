@@ -1,0 +1,177 @@
+//! Saving a task model as a Hugging Face folder.
+//!
+//! The folder holds `model.safetensors` (standard names: `bert.…`,
+//! `classifier.weight`/`.bias` or `qa_outputs.weight`/`.bias`, float32),
+//! `config.json` (the original config plus `architectures`, `num_labels`,
+//! `id2label`, `label2id`, `problem_type`) and the tokenizer files of the source
+//! folder. `transformers` loads it unchanged as `BertForSequenceClassification`
+//! / `BertForQuestionAnswering`, and [`BertTaskModel::from_task_folder`] loads it
+//! back bit-identically.
+//!
+//! Saving is atomic: everything is written into a temporary folder beside the
+//! target, which is then renamed into place, so a crash never leaves a
+//! half-written model under the target name.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Tensor};
+use serde_json::{json, Value};
+
+use crate::heads::{BertTaskModel, HeadSpec};
+use crate::{Error, Result};
+
+/// Tokenizer-related files copied from the source folder when present.
+pub const TOKENIZER_FILES: [&str; 4] = [
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.txt",
+];
+
+/// Options of [`BertTaskModel::save_pretrained`].
+#[derive(Debug, Clone, Default)]
+pub struct SaveOptions {
+    /// Label names by index (`id2label`); default `LABEL_0`, `LABEL_1`, ….
+    pub labels: Option<Vec<String>>,
+    /// HF `problem_type`; default `single_label_classification` for
+    /// classification, `regression` for regression, none for QA.
+    pub problem_type: Option<String>,
+    /// Folder whose tokenizer files are copied; default the model's
+    /// [`BertTaskModel::source_dir`]. When given explicitly it must hold `tokenizer.json`.
+    pub tokenizer_dir: Option<PathBuf>,
+}
+
+impl BertTaskModel {
+    /// The `config.json` this model is saved with.
+    pub fn hf_config(&self, opts: &SaveOptions) -> Result<Value> {
+        let cfg = self.config();
+        let mut v = if cfg.raw.is_object() {
+            cfg.raw.clone()
+        } else {
+            serde_json::to_value(cfg).map_err(|e| Error::Invalid(format!("config: {e}")))?
+        };
+        let n = self.spec.num_outputs();
+        let labels: Vec<String> = match &opts.labels {
+            Some(l) if l.len() != n => {
+                return Err(Error::Invalid(format!(
+                    "{} label names given for a head with {n} outputs",
+                    l.len()
+                )))
+            }
+            Some(l) => l.clone(),
+            None => (0..n).map(|i| format!("LABEL_{i}")).collect(),
+        };
+        let id2label: BTreeMap<String, String> = labels
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (i.to_string(), l.clone()))
+            .collect();
+        let label2id: BTreeMap<String, usize> = labels
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (l.clone(), i))
+            .collect();
+        let problem_type = opts.problem_type.clone().or(match self.spec {
+            HeadSpec::Classification { .. } => Some("single_label_classification".into()),
+            HeadSpec::Regression => Some("regression".into()),
+            HeadSpec::QuestionAnswering => None,
+        });
+        let obj = v.as_object_mut().expect("config is an object");
+        obj.insert("architectures".into(), json!([self.spec.architecture()]));
+        obj.insert("model_type".into(), json!("bert"));
+        obj.insert("num_labels".into(), json!(n));
+        obj.insert("id2label".into(), json!(id2label));
+        obj.insert("label2id".into(), json!(label2id));
+        match problem_type {
+            Some(p) => obj.insert("problem_type".into(), json!(p)),
+            None => obj.remove("problem_type"),
+        };
+        Ok(v)
+    }
+
+    /// All parameters as float32 tensors under their HF names.
+    pub fn state_dict(&self) -> Result<HashMap<String, Tensor>> {
+        self.named_parameters()
+            .into_iter()
+            .map(|(k, v)| Ok((k, v.as_tensor().to_dtype(DType::F32)?)))
+            .collect()
+    }
+
+    /// Saves the model as a Hugging Face folder at `dir` (replacing any folder
+    /// there), atomically.
+    pub fn save_pretrained(&self, dir: impl AsRef<Path>, opts: &SaveOptions) -> Result<()> {
+        let dir = dir.as_ref();
+        let name = dir
+            .file_name()
+            .ok_or_else(|| Error::Invalid(format!("cannot save to {}", dir.display())))?
+            .to_string_lossy()
+            .into_owned();
+        let parent = match dir.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        std::fs::create_dir_all(&parent).map_err(|e| Error::io("creating", &parent, e))?;
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let tmp = parent.join(format!(".{name}.tmp-{}-{stamp}", std::process::id()));
+        let result = self
+            .write_folder(&tmp, opts)
+            .and_then(|()| replace_dir(&tmp, dir));
+        if result.is_err() {
+            let _ = std::fs::remove_dir_all(&tmp);
+        }
+        result
+    }
+
+    fn write_folder(&self, tmp: &Path, opts: &SaveOptions) -> Result<()> {
+        std::fs::create_dir(tmp).map_err(|e| Error::io("creating", tmp, e))?;
+        // Config first: it validates the labels before anything heavy is written.
+        let config = self.hf_config(opts)?;
+        let cfg_path = tmp.join("config.json");
+        let text = serde_json::to_string_pretty(&config).expect("JSON value serialises");
+        std::fs::write(&cfg_path, text + "\n").map_err(|e| Error::io("writing", &cfg_path, e))?;
+
+        let tensors = self.state_dict()?;
+        let weights = tmp.join("model.safetensors");
+        let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
+        safetensors::tensor::serialize_to_file(tensors.iter(), Some(metadata), &weights)
+            .map_err(|e| Error::io("writing", &weights, std::io::Error::other(e.to_string())))?;
+
+        let tok_dir = opts
+            .tokenizer_dir
+            .clone()
+            .or_else(|| self.source_dir.clone());
+        if let Some(src) = tok_dir {
+            if opts.tokenizer_dir.is_some() && !src.join("tokenizer.json").is_file() {
+                return Err(Error::MissingFile {
+                    path: src.join("tokenizer.json"),
+                    what: "tokenizer to copy into the saved model",
+                });
+            }
+            for f in TOKENIZER_FILES {
+                let from = src.join(f);
+                if from.is_file() {
+                    let to = tmp.join(f);
+                    std::fs::copy(&from, &to).map_err(|e| Error::io("copying", &from, e))?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Moves folder `tmp` to `dir`, replacing `dir` if it exists. The old folder is
+/// first renamed aside, so `dir` always names either the old or the new model.
+fn replace_dir(tmp: &Path, dir: &Path) -> Result<()> {
+    if dir.exists() {
+        let aside = tmp.with_extension("old");
+        std::fs::rename(dir, &aside).map_err(|e| Error::io("moving aside", dir, e))?;
+        std::fs::rename(tmp, dir).map_err(|e| Error::io("renaming into place", dir, e))?;
+        std::fs::remove_dir_all(&aside).map_err(|e| Error::io("removing", &aside, e))?;
+    } else {
+        std::fs::rename(tmp, dir).map_err(|e| Error::io("renaming into place", dir, e))?;
+    }
+    Ok(())
+}

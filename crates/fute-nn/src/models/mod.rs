@@ -1,0 +1,3 @@
+//! Model families, each written on candle ops with every op differentiable.
+
+pub mod bert;

@@ -1,0 +1,259 @@
+//! Where parameters come from: a checkpoint file or a seeded fresh initialisation.
+//!
+//! Every parameter is created as a [`candle_nn::Var`] inside one [`VarMap`], under
+//! the full Hugging Face name of a task model (`bert.encoder.layer.0...`,
+//! `classifier.weight`, `qa_outputs.weight`). Saving is therefore a plain dump of
+//! the map, and an optimiser gets every trainable tensor from
+//! [`VarMap::all_vars`].
+
+use std::path::{Path, PathBuf};
+
+use candle_core::safetensors::MmapedSafetensors;
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::VarMap;
+
+use crate::rng::SeededRng;
+use crate::{Error, Result};
+
+/// A `model.safetensors` file opened for reading tensors by name.
+pub struct Checkpoint {
+    path: PathBuf,
+    tensors: MmapedSafetensors,
+}
+
+impl std::fmt::Debug for Checkpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Checkpoint")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+impl Checkpoint {
+    /// Opens (memory-maps) a safetensors file.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        if !path.is_file() {
+            return Err(Error::MissingFile {
+                path,
+                what: "model weights (safetensors)",
+            });
+        }
+        // SAFETY: the file is only read; a concurrent writer could change the bytes
+        // under us, which fute never does to a checkpoint it is loading (saves go
+        // through a temporary folder and a rename).
+        let tensors = unsafe { MmapedSafetensors::new(&path) }.map_err(|e| Error::Config {
+            path: path.clone(),
+            message: format!("not a readable safetensors file: {e}"),
+        })?;
+        Ok(Self { path, tensors })
+    }
+
+    /// The file this checkpoint was read from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Names of all tensors in the file.
+    pub fn names(&self) -> Vec<String> {
+        self.tensors
+            .tensors()
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect()
+    }
+
+    /// Whether the file holds a tensor called `name`.
+    pub fn contains(&self, name: &str) -> bool {
+        self.tensors.get(name).is_ok()
+    }
+
+    /// The shape of tensor `name`, if present.
+    pub fn shape(&self, name: &str) -> Option<Vec<usize>> {
+        self.tensors.get(name).ok().map(|v| v.shape().to_vec())
+    }
+
+    /// Loads tensor `name` onto `device` in `dtype`, checking its shape.
+    pub fn load(
+        &self,
+        name: &str,
+        shape: &[usize],
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Tensor> {
+        let found = self.shape(name).ok_or_else(|| Error::MissingTensor {
+            path: self.path.clone(),
+            name: name.to_string(),
+            expected: shape.to_vec(),
+        })?;
+        if found != shape {
+            return Err(Error::ShapeMismatch {
+                path: self.path.clone(),
+                name: name.to_string(),
+                expected: shape.to_vec(),
+                found,
+            });
+        }
+        Ok(self.tensors.load(name, device)?.to_dtype(dtype)?)
+    }
+
+    /// The name under which the file stores the model parameter `name`
+    /// (full task-model name such as `bert.embeddings.word_embeddings.weight`):
+    /// the name itself, or the name without its leading `bert.` for checkpoints of
+    /// a bare encoder (e.g. sentence-transformers' all-MiniLM-L6-v2).
+    pub fn resolve(&self, name: &str) -> Option<String> {
+        if self.contains(name) {
+            return Some(name.to_string());
+        }
+        let stripped = name.strip_prefix("bert.")?;
+        self.contains(stripped).then(|| stripped.to_string())
+    }
+}
+
+/// How a parameter is initialised when it does not come from a checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Init {
+    /// Normal with mean 0 and this standard deviation.
+    Normal(f64),
+    /// All zeros.
+    Zeros,
+    /// All ones.
+    Ones,
+}
+
+/// Whether a parameter must be in the checkpoint when one is given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// Part of the pretrained encoder: a checkpoint without it is an error.
+    Required,
+    /// New for the task (heads, and the pooler which some checkpoints omit):
+    /// freshly initialised when absent, as Hugging Face does.
+    FreshIfMissing,
+}
+
+/// Creates parameters under a name prefix; see the module documentation.
+#[derive(Clone)]
+pub struct Params<'a> {
+    varmap: &'a VarMap,
+    prefix: String,
+    dtype: DType,
+    device: Device,
+    source: Option<&'a Checkpoint>,
+    seed: u64,
+}
+
+impl std::fmt::Debug for Params<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Params")
+            .field("prefix", &self.prefix)
+            .field("dtype", &self.dtype)
+            .field("source", &self.source)
+            .finish()
+    }
+}
+
+impl<'a> Params<'a> {
+    /// Parameters registered in `varmap`, loaded from `source` when given, fresh
+    /// ones drawn from a generator seeded by `seed` and the parameter's name (so a
+    /// fresh head is the same whatever else the checkpoint holds).
+    pub fn new(
+        varmap: &'a VarMap,
+        dtype: DType,
+        device: &Device,
+        source: Option<&'a Checkpoint>,
+        seed: u64,
+    ) -> Self {
+        Self {
+            varmap,
+            prefix: String::new(),
+            dtype,
+            device: device.clone(),
+            source,
+            seed,
+        }
+    }
+
+    /// The same builder one level down: names get `name.` prepended.
+    pub fn pp(&self, name: impl std::fmt::Display) -> Self {
+        let mut p = self.clone();
+        p.prefix = if self.prefix.is_empty() {
+            name.to_string()
+        } else {
+            format!("{}.{}", self.prefix, name)
+        };
+        p
+    }
+
+    /// The dtype parameters are created in.
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// The device parameters live on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// The full name of parameter `name` under this prefix.
+    pub fn full_name(&self, name: &str) -> String {
+        if self.prefix.is_empty() {
+            name.to_string()
+        } else {
+            format!("{}.{}", self.prefix, name)
+        }
+    }
+
+    /// Creates (and registers as a trainable `Var`) parameter `name` of `shape`.
+    pub fn get(&self, shape: &[usize], name: &str, init: Init, need: Need) -> Result<Tensor> {
+        let full = self.full_name(name);
+        let value = match self.source {
+            Some(ckpt) => match ckpt.resolve(&full) {
+                Some(file_name) => Some(ckpt.load(&file_name, shape, self.dtype, &self.device)?),
+                None if need == Need::Required => {
+                    return Err(Error::MissingTensor {
+                        path: ckpt.path().to_path_buf(),
+                        name: full,
+                        expected: shape.to_vec(),
+                    })
+                }
+                None => None,
+            },
+            None => None,
+        };
+        let value = match value {
+            Some(v) => v,
+            None => self.fresh(&full, shape, init)?,
+        };
+        let var = Var::from_tensor(&value)?;
+        let mut data = self.varmap.data().lock().expect("VarMap lock poisoned");
+        if data.contains_key(&full) {
+            return Err(Error::Invalid(format!("parameter `{full}` created twice")));
+        }
+        data.insert(full, var.clone());
+        Ok(var.as_tensor().clone())
+    }
+
+    fn fresh(&self, full: &str, shape: &[usize], init: Init) -> Result<Tensor> {
+        let n: usize = shape.iter().product();
+        let t = match init {
+            Init::Zeros => Tensor::zeros(shape, self.dtype, &self.device)?,
+            Init::Ones => Tensor::ones(shape, self.dtype, &self.device)?,
+            Init::Normal(std) => {
+                let rng = SeededRng::new(self.seed ^ fnv1a(full.as_bytes()));
+                let values: Vec<f64> = (0..n).map(|_| rng.normal() * std).collect();
+                Tensor::from_vec(values, shape, &self.device)?.to_dtype(self.dtype)?
+            }
+        };
+        Ok(t)
+    }
+}
+
+/// FNV-1a hash of `bytes` (stable across runs and platforms, unlike `std`'s hasher).
+fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01B3);
+    }
+    h
+}
