@@ -7,10 +7,12 @@
 #![warn(missing_docs)]
 
 pub mod assets;
+pub mod corpus;
 pub mod dataset;
 pub mod error;
 pub mod fsutil;
 pub mod import;
+pub mod rng;
 pub mod testing;
 
 pub use error::{Error, Result};

@@ -86,7 +86,7 @@ pub(crate) fn squash_ws(s: &str) -> String {
 
 /// Reads a text file as UTF-8, or as latin-1 when it is not valid UTF-8
 /// (some packaged corpora predate UTF-8).
-pub(crate) fn read_text_lenient(path: &std::path::Path) -> crate::Result<String> {
+pub fn read_text_lenient(path: &std::path::Path) -> crate::Result<String> {
     let bytes = std::fs::read(path).map_err(|e| crate::Error::io("reading", path, e))?;
     Ok(match String::from_utf8(bytes) {
         Ok(s) => s,

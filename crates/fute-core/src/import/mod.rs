@@ -11,6 +11,7 @@ mod sentiment;
 
 use crate::dataset::Dataset;
 use crate::{Error, Result};
+pub use builder::read_text_lenient;
 use builder::Builder;
 use std::path::{Path, PathBuf};
 
