@@ -537,7 +537,7 @@ pub const CATALOGUE: &[AssetSpec] = &[
     AssetSpec {
         name: "fortunes",
         kind: AssetKind::UnlabelledText,
-        description: "fortune cookie files (41 themed collections of short texts)",
+        description: "fortune cookie files (40 themed collections of short texts)",
         source: Source::Debian {
             package: "fortunes",
             version: "1:1.99.1-7.3",
@@ -554,7 +554,7 @@ pub const CATALOGUE: &[AssetSpec] = &[
             exclude: &[".dat", ".u8"],
             to: "",
         }],
-        files: 41,
+        files: 40,
         checks: &[],
         licence: "BSD-style (fortune-mod collections)",
         opt_in: false,
