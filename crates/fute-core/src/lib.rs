@@ -14,5 +14,6 @@ pub mod fsutil;
 pub mod import;
 pub mod rng;
 pub mod testing;
+pub mod workspace;
 
 pub use error::{Error, Result};
