@@ -112,9 +112,11 @@ impl FetchObserver for Progress {
             FetchEvent::Present { .. }
             | FetchEvent::Done { .. }
             | FetchEvent::CachedArchiveCorrupt { .. }
-            | FetchEvent::ChecksumMismatch { .. } => match &self.bar {
-                Some(bar) => bar.println(event.to_string()),
-                None => eprintln!("{event}"),
+            | FetchEvent::ChecksumMismatch { .. }
+            | FetchEvent::Downloading { .. } => match &self.bar {
+                // A hidden bar (stderr is not a terminal, e.g. CI) prints nothing: log plainly.
+                Some(bar) if !bar.is_hidden() => bar.println(event.to_string()),
+                _ => eprintln!("{event}"),
             },
             other => {
                 if let Some(bar) = &self.bar {
