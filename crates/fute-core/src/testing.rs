@@ -15,8 +15,10 @@ pub const REQUIRE_ENV: &str = "FUTE_REQUIRE_ASSETS";
 /// # Panics
 /// When the asset is missing and `FUTE_REQUIRE_ASSETS=1`.
 pub fn real_asset(name: &str) -> Option<PathBuf> {
-    let dir = crate::assets::default_root().join(name);
-    if dir.is_dir() {
+    let assets = crate::assets::Assets::from_env();
+    let dir = assets.root().join(name);
+    // Present = recorded in the manifest with intact files, not merely a folder.
+    if assets.is_present(name).unwrap_or(false) {
         return Some(dir);
     }
     if std::env::var(REQUIRE_ENV).as_deref() == Ok("1") {

@@ -146,8 +146,14 @@ fn packaged_load_caches_and_round_trips() {
     let Some(dir) = real_asset("tweets") else {
         return;
     };
+    // A private cache folder sharing the real asset (and its manifest).
     let root = tempfile::tempdir().unwrap();
     std::os::unix::fs::symlink(&dir, root.path().join("tweets")).unwrap();
+    std::fs::copy(
+        dir.parent().unwrap().join("manifest.json"),
+        root.path().join("manifest.json"),
+    )
+    .unwrap();
     let spec = import::find("tweets").unwrap();
     let first = spec.load(root.path()).unwrap();
     assert!(spec.cache_dir(root.path()).join("card.json").is_file());
@@ -159,7 +165,8 @@ fn packaged_load_caches_and_round_trips() {
 /// BIG-bench is opt-in (342 MB): these run when it was fetched.
 #[test]
 fn bigbench_tasks_import_with_expected_counts() {
-    let expected: &[(&str, usize, &[(&str, usize)])] = &[
+    type LabelCounts = &'static [(&'static str, usize)];
+    let expected: &[(&str, usize, LabelCounts)] = &[
         (
             "vitaminc",
             54_668,

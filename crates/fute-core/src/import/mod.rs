@@ -112,9 +112,11 @@ impl PackagedDataset {
         assets_root.join("datasets").join(self.name)
     }
 
-    /// Whether the raw asset is present.
+    /// Whether the raw asset is present (recorded in the asset manifest, files intact).
     pub fn is_available(&self, assets_root: &Path) -> bool {
-        self.raw_dir(assets_root).is_dir()
+        crate::assets::Assets::open(assets_root)
+            .is_present(self.asset)
+            .unwrap_or(false)
     }
 
     fn raw_dir(&self, assets_root: &Path) -> PathBuf {
@@ -124,7 +126,7 @@ impl PackagedDataset {
     /// Imports from the raw files (no cache).
     pub fn import(&self, assets_root: &Path) -> Result<Dataset> {
         let raw = self.raw_dir(assets_root);
-        if !raw.is_dir() {
+        if !self.is_available(assets_root) {
             return Err(Error::Invalid(format!(
                 "dataset `{}` needs asset `{}`, which is not fetched ({} is missing); run `fute assets fetch {}`",
                 self.name,
