@@ -292,6 +292,36 @@ impl BertTaskModel {
         Ok(self.forward_full(input, mode)?.1)
     }
 
+    /// The trainable variable called `name` (HF task-model name), if any.
+    pub fn parameter(&self, name: &str) -> Option<candle_core::Var> {
+        let data = self.varmap.data().lock().expect("VarMap lock poisoned");
+        data.get(name).cloned()
+    }
+
+    /// Overwrites parameter `name` with `value` (converted to the model's dtype).
+    pub fn set_parameter(&self, name: &str, value: &Tensor) -> Result<()> {
+        let var = self
+            .parameter(name)
+            .ok_or_else(|| Error::Invalid(format!("the model has no parameter `{name}`")))?;
+        if var.dims() != value.dims() {
+            return Err(Error::Invalid(format!(
+                "parameter `{name}` has shape {:?}, the new value {:?}",
+                var.dims(),
+                value.dims()
+            )));
+        }
+        var.set(&value.to_dtype(var.dtype())?)?;
+        Ok(())
+    }
+
+    /// Number of scalar parameters.
+    pub fn num_parameters(&self) -> usize {
+        self.named_parameters()
+            .iter()
+            .map(|(_, v)| v.elem_count())
+            .sum()
+    }
+
     /// All parameters, sorted by name.
     pub fn named_parameters(&self) -> Vec<(String, candle_core::Var)> {
         let data = self.varmap.data().lock().expect("VarMap lock poisoned");

@@ -143,13 +143,18 @@ impl LayerNorm {
 pub struct Embedding {
     /// `[count, dim]`.
     pub weight: Tensor,
+    /// Row that receives no gradient (PyTorch `padding_idx`), if any.
+    pub padding_idx: Option<u32>,
 }
 
 impl Embedding {
     /// Parameter `weight` (normal, std `init_std`) under `p`.
     pub fn new(p: &Params, count: usize, dim: usize, init_std: f64, need: Need) -> Result<Self> {
         let weight = p.get(&[count, dim], "weight", Init::Normal(init_std), need)?;
-        Ok(Self { weight })
+        Ok(Self {
+            weight,
+            padding_idx: None,
+        })
     }
 
     /// Rows of the table for integer `ids` of any shape; output has shape `ids.shape + [dim]`.
@@ -158,7 +163,16 @@ impl Embedding {
         let mut out_dims = ids.dims().to_vec();
         out_dims.push(dim);
         let flat = ids.flatten_all()?.to_dtype(DType::U32)?;
-        Ok(self.weight.index_select(&flat, 0)?.reshape(out_dims)?)
+        let rows = self.weight.index_select(&flat, 0)?;
+        let rows = match self.padding_idx {
+            Some(pad) if flat.to_vec1::<u32>()?.contains(&pad) => {
+                // Same values, but padding rows come from a detached copy: no gradient.
+                let is_pad = flat.eq(pad)?.unsqueeze(1)?.broadcast_as(rows.shape())?;
+                is_pad.where_cond(&rows.detach(), &rows)?
+            }
+            _ => rows,
+        };
+        Ok(rows.reshape(out_dims)?)
     }
 }
 

@@ -50,6 +50,9 @@ fn default_init_range() -> f64 {
 fn default_ln_eps() -> f64 {
     1e-12
 }
+fn default_pad_token_id() -> Option<u32> {
+    Some(0)
+}
 fn default_position_type() -> String {
     "absolute".into()
 }
@@ -96,8 +99,9 @@ pub struct BertConfig {
     /// LayerNorm epsilon.
     #[serde(default = "default_ln_eps")]
     pub layer_norm_eps: f64,
-    /// Id of the padding token.
-    #[serde(default)]
+    /// Id of the padding token (HF default 0). Its word-embedding row receives no
+    /// gradient, as with PyTorch's `nn.Embedding(padding_idx=...)`.
+    #[serde(default = "default_pad_token_id")]
     pub pad_token_id: Option<u32>,
     /// Only `absolute` is supported.
     #[serde(default = "default_position_type")]
@@ -270,14 +274,16 @@ impl BertEmbeddings {
     fn new(p: &Params, cfg: &BertConfig) -> Result<Self> {
         let std = cfg.initializer_range;
         let r = Need::Required;
+        let mut word_embeddings = Embedding::new(
+            &p.pp("word_embeddings"),
+            cfg.vocab_size,
+            cfg.hidden_size,
+            std,
+            r,
+        )?;
+        word_embeddings.padding_idx = cfg.pad_token_id;
         Ok(Self {
-            word_embeddings: Embedding::new(
-                &p.pp("word_embeddings"),
-                cfg.vocab_size,
-                cfg.hidden_size,
-                std,
-                r,
-            )?,
+            word_embeddings,
             position_embeddings: Embedding::new(
                 &p.pp("position_embeddings"),
                 cfg.max_position_embeddings,
