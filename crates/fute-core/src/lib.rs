@@ -12,6 +12,7 @@ pub mod dataset;
 pub mod error;
 pub mod fsutil;
 pub mod import;
+pub mod metrics;
 pub mod rng;
 pub mod testing;
 pub mod workspace;
