@@ -9,11 +9,13 @@
 pub mod assets;
 pub mod corpus;
 pub mod dataset;
+pub mod embedding;
 pub mod error;
 pub mod fsutil;
 pub mod import;
 pub mod metrics;
 pub mod rng;
+pub mod similarity;
 pub mod testing;
 pub mod workspace;
 

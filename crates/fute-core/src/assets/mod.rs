@@ -41,7 +41,7 @@ pub use fetch::{
     human_bytes, FetchAction, FetchEvent, FetchObserver, FetchOutcome, FetchReport, Quiet,
     ARCHIVES_DIR, PARTIAL_DIR,
 };
-pub use manifest::{Manifest, ManifestEntry, ManifestFile, MANIFEST_FILE};
+pub use manifest::{rfc3339_utc, Manifest, ManifestEntry, ManifestFile, MANIFEST_FILE};
 pub use root::{default_root, ASSETS_ENV};
 
 use crate::{Error, Result};
