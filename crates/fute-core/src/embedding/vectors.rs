@@ -76,7 +76,7 @@ pub fn write(
         serde_json::to_value(metadata).expect("strings"),
     );
     let mut head = serde_json::to_vec(&Value::Object(header)).expect("JSON");
-    while head.len() % 8 != 0 {
+    while !head.len().is_multiple_of(8) {
         head.push(b' ');
     }
     let mut bytes = Vec::with_capacity(8 + head.len() + offset);

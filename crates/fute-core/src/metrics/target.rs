@@ -33,10 +33,10 @@ pub fn macro_f1(pred: &[usize], gold: &[usize], num_classes: usize) -> f64 {
     }
     let c = confusion(pred, gold, num_classes);
     let mut sum = 0.0;
-    for k in 0..num_classes {
-        let tp = c[k][k];
-        let predicted: f64 = (0..num_classes).map(|g| c[g][k]).sum();
-        let actual: f64 = c[k].iter().sum();
+    for (k, row) in c.iter().enumerate() {
+        let tp = row[k];
+        let predicted: f64 = c.iter().map(|r| r[k]).sum();
+        let actual: f64 = row.iter().sum();
         let denom = predicted + actual;
         sum += if denom > 0.0 { 2.0 * tp / denom } else { 0.0 };
     }
