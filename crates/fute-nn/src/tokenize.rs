@@ -291,11 +291,33 @@ impl TextTokenizer {
                 b.truncate(kb, 0, TruncationDirection::Right);
             }
         }
+        let kept_a = a.len();
+        let kept_b = b.as_ref().map_or(0, |e| e.len());
         let enc = self
             .inner
             .post_process(a, b, true)
             .map_err(|e| Error::Tokenizer(e.to_string()))?;
-        let sequence_ids = enc.get_sequence_ids();
+        // Segment of each token: the post-processor inserts special tokens around the
+        // segments in order (first text, then second), so count the non-special tokens.
+        // (`Encoding::get_sequence_ids` is unreliable for separately encoded segments.)
+        let mut seen = 0;
+        let sequence_ids: Vec<Option<usize>> = enc
+            .get_special_tokens_mask()
+            .iter()
+            .map(|&special| {
+                if special == 1 {
+                    return None;
+                }
+                seen += 1;
+                Some(if seen <= kept_a { 0 } else { 1 })
+            })
+            .collect();
+        if seen != kept_a + kept_b {
+            return Err(Error::Tokenizer(format!(
+                "post-processing kept {seen} of {} text tokens",
+                kept_a + kept_b
+            )));
+        }
         let offsets = enc
             .get_offsets()
             .iter()
