@@ -1,6 +1,8 @@
-//! Metrics: how well a model does its task ([`target`]), and later how well a
-//! ranking of sources or prompts matches the truth.
+//! Metrics: how well a model does its task ([`target`]) and how well a ranking of
+//! sources or prompts matches the truth ([`ranking`]).
 
+pub mod ranking;
 pub mod target;
 
+pub use ranking::{ndcg, performance, rank_of_best, rate};
 pub use target::{accuracy, macro_f1, matthews, pearson, spearman, squad_exact_match, squad_f1};
