@@ -23,6 +23,7 @@ pub mod nn;
 pub mod params;
 pub mod rng;
 pub mod tokenize;
+pub mod train;
 
 pub use error::{Error, Result};
 pub use heads::{BertTaskModel, BuildOptions, HeadSpec, TaskOutput};
