@@ -45,6 +45,27 @@ enum Command {
     Corpus(commands::corpus::CorpusCmd),
     /// Set everything up on a fresh machine and run the main job on real assets.
     Demo(commands::demo::DemoArgs),
+    /// Compute task embeddings (DTEs of datasets, MTEs of models) into the store.
+    #[command(subcommand)]
+    Embed(commands::embed::EmbedCmd),
+    /// List the stored embeddings with their provenance.
+    Ls(commands::store::LsArgs),
+    /// Show one embedding's full provenance and components.
+    Show {
+        /// Embedding id (or a unique prefix).
+        id: String,
+    },
+    /// Write an embedding as .npy, .safetensors or .json for other tools.
+    Export(commands::store::ExportArgs),
+    /// Cosine similarity of two embeddings of one space.
+    Similarity {
+        /// First embedding id.
+        a: String,
+        /// Second embedding id.
+        b: String,
+    },
+    /// Rank candidates (sources, prompts) by similarity to a target embedding.
+    Rank(commands::store::RankArgs),
 }
 
 /// Settings every command shares.
@@ -70,6 +91,12 @@ fn main() -> ExitCode {
         Command::Data(cmd) => commands::data::run(&ctx, cmd),
         Command::Corpus(cmd) => commands::corpus::run(&ctx, cmd),
         Command::Demo(args) => commands::demo::run(&ctx, args),
+        Command::Embed(cmd) => commands::embed::run(&ctx, cmd),
+        Command::Ls(args) => commands::store::ls(&ctx, args),
+        Command::Show { id } => commands::store::show(&ctx, &id),
+        Command::Export(args) => commands::store::export_cmd(&ctx, args),
+        Command::Similarity { a, b } => commands::store::similarity(&ctx, &a, &b),
+        Command::Rank(args) => commands::store::rank(&ctx, args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

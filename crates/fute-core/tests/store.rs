@@ -277,3 +277,51 @@ fn unknown_and_ambiguous_ids() {
         .to_string()
         .contains("not an embedding id"));
 }
+
+#[test]
+fn export_formats_hold_the_same_values() {
+    use fute_core::embedding::export::{export, ExportFormat};
+    use fute_core::embedding::vectors::VectorFile;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let c = comps(&[1.5, -2.0], &[0.25, 3.0, 4.0]);
+    let rec = store
+        .put(
+            &meta("e", EmbeddingKind::Dte, "fim", 1.0),
+            &c,
+            StoredDType::F32,
+        )
+        .unwrap();
+    // npy: NumPy v1 header, data 64-byte aligned, float32 values in component order.
+    let npy = dir.path().join("e.npy");
+    export(&store, &rec, ExportFormat::Npy, &npy).unwrap();
+    let bytes = std::fs::read(&npy).unwrap();
+    assert_eq!(&bytes[..8], b"\x93NUMPY\x01\x00");
+    let hlen = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
+    assert_eq!((10 + hlen) % 64, 0);
+    let header = std::str::from_utf8(&bytes[10..10 + hlen]).unwrap();
+    assert!(
+        header.contains("'descr': '<f4'") && header.contains("'shape': (5,)"),
+        "{header}"
+    );
+    let vals: Vec<f32> = bytes[10 + hlen..]
+        .chunks(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    assert_eq!(vals, [1.5, -2.0, 0.25, 3.0, 4.0]);
+    // safetensors: one tensor per component, provenance in the metadata.
+    let st = dir.path().join("e.safetensors");
+    export(&store, &rec, ExportFormat::Safetensors, &st).unwrap();
+    let vf = VectorFile::open(&st).unwrap();
+    assert_eq!(vf.read_all().unwrap(), c);
+    assert!(vf.metadata()["fute.meta"].contains("\"method\":\"fim\""));
+    // json
+    let js = dir.path().join("e.json");
+    export(&store, &rec, ExportFormat::Json, &js).unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&js).unwrap()).unwrap();
+    assert_eq!(
+        v["components"]["layer.1"],
+        serde_json::json!([0.25, 3.0, 4.0])
+    );
+    assert_eq!(v["id"], rec.id);
+}

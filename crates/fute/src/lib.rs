@@ -3,4 +3,8 @@
 
 #![warn(missing_docs)]
 
+pub mod embed;
 pub mod finetune;
+pub mod methods;
+pub mod probe;
+pub mod surrogate;

@@ -4,6 +4,8 @@ pub mod assets;
 pub mod corpus;
 pub mod data;
 pub mod demo;
+pub mod embed;
+pub mod store;
 
 /// An error in what the user asked for, raised by the CLI itself (exit code 1).
 #[derive(Debug, thiserror::Error)]

@@ -4,6 +4,7 @@
 //! the same surrogate, method and hyper-parameters, and, when both name one,
 //! the same unlabelled corpus U.
 
+pub mod export;
 pub mod store;
 pub mod vectors;
 

@@ -1,0 +1,233 @@
+//! `fute ls|show|export|similarity|rank`: the embeddings in the workspace store.
+
+use super::print_json;
+use crate::table::Table;
+use crate::Context;
+use clap::{Args, ValueEnum};
+use fute_core::embedding::export::{export, ExportFormat};
+use fute_core::embedding::store::RankOptions;
+use fute_core::embedding::{EmbeddingKind, EmbeddingRecord, ListFilter, Store};
+use std::path::PathBuf;
+
+/// `fute ls` options.
+#[derive(Args)]
+pub struct LsArgs {
+    /// Only DTEs or MTEs.
+    #[arg(long, value_enum)]
+    kind: Option<KindArg>,
+    /// Only this method.
+    #[arg(long)]
+    method: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// DTE or MTE on the command line.
+#[derive(Clone, Copy, ValueEnum)]
+pub enum KindArg {
+    /// Dataset task embeddings.
+    Dte,
+    /// Model task embeddings.
+    Mte,
+}
+
+impl From<KindArg> for EmbeddingKind {
+    fn from(k: KindArg) -> Self {
+        match k {
+            KindArg::Dte => EmbeddingKind::Dte,
+            KindArg::Mte => EmbeddingKind::Mte,
+        }
+    }
+}
+
+/// `fute export` options.
+#[derive(Args)]
+pub struct ExportArgs {
+    /// Embedding id (or a unique prefix).
+    id: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = FormatArg::Safetensors)]
+    format: FormatArg,
+    /// Output file (default: <id>.<format>).
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+/// Export formats on the command line.
+#[derive(Clone, Copy, ValueEnum)]
+pub enum FormatArg {
+    /// One float32 array (components concatenated).
+    Npy,
+    /// One tensor per component, provenance in the metadata.
+    Safetensors,
+    /// Provenance and values as JSON.
+    Json,
+}
+
+/// `fute rank` options.
+#[derive(Args)]
+pub struct RankArgs {
+    /// The target embedding (id or prefix).
+    #[arg(long)]
+    target: String,
+    /// Candidate ids, comma-separated (default: every embedding in the target's space).
+    #[arg(long, value_delimiter = ',')]
+    candidates: Vec<String>,
+    /// Only candidates of this kind.
+    #[arg(long, value_enum)]
+    kind: Option<KindArg>,
+    /// Subtract the candidates' mean vector first (spreads the near-1 cosines of these embeddings).
+    #[arg(long)]
+    centre: bool,
+    /// Rank per component and fuse with reciprocal rank fusion (k = 60).
+    #[arg(long)]
+    fuse: bool,
+    /// Show only the best K.
+    #[arg(long)]
+    top: Option<usize>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn open(ctx: &Context) -> anyhow::Result<Store> {
+    Ok(Store::open(&ctx.workspace.state_dir())?)
+}
+
+/// `fute ls`.
+pub fn ls(ctx: &Context, args: LsArgs) -> anyhow::Result<()> {
+    let store = open(ctx)?;
+    let recs = store.list(&ListFilter {
+        kind: args.kind.map(Into::into),
+        method: args.method,
+        ..Default::default()
+    })?;
+    if args.json {
+        return print_json(&recs);
+    }
+    if recs.is_empty() {
+        println!("no embeddings yet; try `fute embed dataset tweets --limit 500`");
+        return Ok(());
+    }
+    let mut t = Table::new(&[
+        "ID", "KIND", "SUBJECT", "METHOD", "SPACE", "DIM", "EXAMPLES", "SEED", "SECONDS", "CREATED",
+    ]);
+    for r in &recs {
+        t.row(vec![
+            r.id.clone(),
+            r.meta.kind.as_str().into(),
+            r.meta.subject.name.clone(),
+            r.meta.space.method.clone(),
+            r.meta.space.key()[..8].to_owned(),
+            r.dim.to_string(),
+            r.meta
+                .extra
+                .get("probe_examples")
+                .map(|v| v.to_string())
+                .unwrap_or_default(),
+            r.meta.seed.to_string(),
+            format!("{:.1}", r.meta.wall_seconds),
+            r.created_at.clone(),
+        ]);
+    }
+    print!("{}", t.render());
+    Ok(())
+}
+
+/// `fute show ID`.
+pub fn show(ctx: &Context, id: &str) -> anyhow::Result<()> {
+    let store = open(ctx)?;
+    let rec = store.get(id)?;
+    let comps = store.components(&rec)?;
+    let v = serde_json::json!({"record": rec, "components": comps});
+    print_json(&v)
+}
+
+/// `fute export`.
+pub fn export_cmd(ctx: &Context, args: ExportArgs) -> anyhow::Result<()> {
+    let store = open(ctx)?;
+    let rec = store.get(&args.id)?;
+    let (format, ext) = match args.format {
+        FormatArg::Npy => (ExportFormat::Npy, "npy"),
+        FormatArg::Safetensors => (ExportFormat::Safetensors, "safetensors"),
+        FormatArg::Json => (ExportFormat::Json, "json"),
+    };
+    let out = args
+        .out
+        .unwrap_or_else(|| PathBuf::from(format!("{}.{ext}", rec.id)));
+    export(&store, &rec, format, &out)?;
+    println!("wrote {}", out.display());
+    Ok(())
+}
+
+/// `fute similarity A B`.
+pub fn similarity(ctx: &Context, a: &str, b: &str) -> anyhow::Result<()> {
+    let store = open(ctx)?;
+    let (a, b) = (store.get(a)?, store.get(b)?);
+    let s = store.similarity(&a, &b)?;
+    println!(
+        "{s:.6}  cos({} {}, {} {})",
+        a.meta.subject.name,
+        a.meta.kind.as_str(),
+        b.meta.subject.name,
+        b.meta.kind.as_str()
+    );
+    Ok(())
+}
+
+/// `fute rank`.
+pub fn rank(ctx: &Context, args: RankArgs) -> anyhow::Result<()> {
+    let store = open(ctx)?;
+    let target = store.get(&args.target)?;
+    let candidates: Vec<EmbeddingRecord> = if args.candidates.is_empty() {
+        store.list(&ListFilter {
+            kind: args.kind.map(Into::into),
+            space_key: Some(target.meta.space.key()),
+            ..Default::default()
+        })?
+    } else {
+        args.candidates
+            .iter()
+            .map(|c| store.get(c))
+            .collect::<Result<_, _>>()?
+    };
+    let mut ranked = store.rank(
+        &target,
+        &candidates,
+        RankOptions {
+            centre: args.centre,
+            fuse_components: args.fuse,
+        },
+    )?;
+    if let Some(k) = args.top {
+        ranked.truncate(k);
+    }
+    if args.json {
+        return print_json(&ranked);
+    }
+    println!(
+        "target {} ({} {}):",
+        target.id,
+        target.meta.subject.name,
+        target.meta.kind.as_str()
+    );
+    let mut t = Table::new(&[
+        "RANK",
+        "ID",
+        "KIND",
+        "SUBJECT",
+        if args.fuse { "RRF" } else { "COSINE" },
+    ]);
+    for (i, r) in ranked.iter().enumerate() {
+        t.row(vec![
+            (i + 1).to_string(),
+            r.id.clone(),
+            r.kind.as_str().into(),
+            r.name.clone(),
+            format!("{:.4}", r.score),
+        ]);
+    }
+    print!("{}", t.render());
+    Ok(())
+}

@@ -1,0 +1,52 @@
+//! TextEmb: the average, over inputs, of each input's mask-aware mean final-layer state.
+
+use crate::probe::ProbeSet;
+use crate::surrogate::Surrogate;
+use candle_core::{DType, Device};
+use fute_nn::{BertTaskModel, BuildOptions, HeadSpec, Mode, TextInput, Truncation};
+
+/// Runs TextEmb with the pre-trained surrogate (no training).
+pub fn embed(
+    surrogate: &Surrogate,
+    probe: &ProbeSet,
+    max_len: usize,
+    batch: usize,
+) -> anyhow::Result<Vec<(String, Vec<f32>)>> {
+    // The head is unused; any spec loads the encoder.
+    let model = BertTaskModel::from_folder(
+        &surrogate.dir,
+        HeadSpec::Regression,
+        &BuildOptions::default(),
+    )?;
+    let hidden = surrogate.config.hidden_size;
+    let mut sum = vec![0f64; hidden];
+    for chunk in probe.inputs.chunks(batch.max(1)) {
+        let inputs: Vec<TextInput> = chunk
+            .iter()
+            .map(|s| match s.as_slice() {
+                [a] => TextInput::Single(a),
+                [a, b, ..] => TextInput::Pair(a, b),
+                [] => TextInput::Single(""),
+            })
+            .collect();
+        let enc = surrogate
+            .tokenizer
+            .encode_batch(&inputs, max_len, Truncation::LongestFirst)?;
+        let input = enc.to_input(&Device::Cpu)?;
+        let (out, _) = model.forward_full(&input, &Mode::eval())?;
+        let mask = input.attention_mask.to_dtype(DType::F32)?.unsqueeze(2)?;
+        let summed = out.sequence_output.broadcast_mul(&mask)?.sum(1)?;
+        let counts = mask.sum(1)?;
+        let means: Vec<Vec<f32>> = summed.broadcast_div(&counts)?.to_vec2()?;
+        for m in means {
+            for (s, v) in sum.iter_mut().zip(m) {
+                *s += f64::from(v);
+            }
+        }
+    }
+    let n = probe.inputs.len().max(1) as f64;
+    Ok(vec![(
+        "avg_sequence_output".into(),
+        sum.into_iter().map(|s| (s / n) as f32).collect(),
+    )])
+}

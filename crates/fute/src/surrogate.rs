@@ -1,0 +1,75 @@
+//! The surrogate Θ_T: the fixed base model whose space every embedding lives in.
+
+use anyhow::{bail, Context as _};
+use fute_nn::{BertConfig, TextTokenizer};
+use sha2::Digest;
+use std::path::{Path, PathBuf};
+
+/// Files a surrogate folder must hold.
+pub const REQUIRED_FILES: [&str; 3] = ["config.json", "model.safetensors", "tokenizer.json"];
+
+/// A surrogate model folder, its tokenizer and its content hash.
+pub struct Surrogate {
+    /// The Hugging Face–format folder.
+    pub dir: PathBuf,
+    /// sha256 of config.json, tokenizer.json and model.safetensors: identifies the space.
+    pub hash: String,
+    /// Its tokenizer.
+    pub tokenizer: TextTokenizer,
+    /// Its config.
+    pub config: BertConfig,
+}
+
+/// Resolves `spec`: a folder path, or the name of a fetched model asset (`minilm`).
+pub fn resolve_model_dir(
+    spec: &str,
+    assets: &fute_core::assets::Assets,
+) -> anyhow::Result<PathBuf> {
+    let p = Path::new(spec);
+    if p.is_dir() {
+        return Ok(p.to_path_buf());
+    }
+    if fute_core::assets::find(spec).is_ok() {
+        return Ok(assets.dir(spec)?);
+    }
+    bail!(fute_core::Error::Invalid(format!(
+        "`{spec}` is neither a model folder nor a model asset (e.g. `minilm`; see `fute assets list`)"
+    )))
+}
+
+impl Surrogate {
+    /// Opens a surrogate folder, checking its files.
+    pub fn open(dir: &Path) -> anyhow::Result<Self> {
+        for f in REQUIRED_FILES {
+            if !dir.join(f).is_file() {
+                bail!(fute_core::Error::Invalid(format!(
+                    "surrogate folder {} lacks {f}; a surrogate is a Hugging Face folder with {}",
+                    dir.display(),
+                    REQUIRED_FILES.join(", ")
+                )));
+            }
+        }
+        let mut h = sha2::Sha256::new();
+        for f in ["config.json", "tokenizer.json", "model.safetensors"] {
+            let mut file = std::fs::File::open(dir.join(f))
+                .with_context(|| format!("reading {}", dir.join(f).display()))?;
+            let mut buf = vec![0u8; 1 << 20];
+            loop {
+                let n = std::io::Read::read(&mut file, &mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                h.update(&buf[..n]);
+            }
+        }
+        let hash = hex::encode(h.finalize());
+        let tokenizer = TextTokenizer::from_folder(dir)?;
+        let config = BertConfig::from_file(dir.join("config.json"))?;
+        Ok(Surrogate {
+            dir: dir.to_path_buf(),
+            hash,
+            tokenizer,
+            config,
+        })
+    }
+}
