@@ -16,6 +16,7 @@
 
 pub mod checkpoint;
 pub mod error;
+pub mod fisher;
 pub mod heads;
 pub mod loss;
 pub mod models;
