@@ -6,5 +6,6 @@
 pub mod embed;
 pub mod finetune;
 pub mod methods;
+pub mod model_outputs;
 pub mod probe;
 pub mod surrogate;
