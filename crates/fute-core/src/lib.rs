@@ -14,6 +14,7 @@ pub mod error;
 pub mod fsutil;
 pub mod import;
 pub mod metrics;
+pub mod prompt_selection;
 pub mod rng;
 pub mod similarity;
 pub mod testing;
