@@ -35,6 +35,13 @@
 //! with one compute thread; units (examples or batches) are dealt to workers in
 //! contiguous blocks and their sums added in worker order, so a result depends
 //! on the inputs and the options only.
+//!
+//! Threads: candle 0.11 runs element-wise ops on a process-wide spinning barrier
+//! pool of `CANDLE_NUM_THREADS` threads, behind one lock. Two workers then queue on
+//! that lock, and its spin-waits cost 4-5x whenever the cores are shared (measured
+//! on MiniLM: per-example 1.0 → 4.2-5.3 ex/s with `CANDLE_NUM_THREADS=1` while
+//! another job used the machine). Programs should set `CANDLE_NUM_THREADS=1`
+//! before their first candle op (the pool is created once).
 
 mod forward;
 mod targets;
