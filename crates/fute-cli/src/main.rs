@@ -45,6 +45,10 @@ enum Command {
     Corpus(commands::corpus::CorpusCmd),
     /// Set everything up on a fresh machine and run the main job on real assets.
     Demo(commands::demo::DemoArgs),
+    /// Fine-tune a BERT-family model on a dataset; saves a Hugging Face folder.
+    Train(commands::train::TrainArgs),
+    /// Run a fine-tuned model on a dataset split: metrics and predictions.
+    Predict(commands::predict::PredictArgs),
     /// Compute task embeddings (DTEs of datasets, MTEs of models) into the store.
     #[command(subcommand)]
     Embed(commands::embed::EmbedCmd),
@@ -91,6 +95,8 @@ fn main() -> ExitCode {
         Command::Data(cmd) => commands::data::run(&ctx, cmd),
         Command::Corpus(cmd) => commands::corpus::run(&ctx, cmd),
         Command::Demo(args) => commands::demo::run(&ctx, args),
+        Command::Train(args) => commands::train::run(&ctx, args),
+        Command::Predict(args) => commands::predict::run(&ctx, args),
         Command::Embed(cmd) => commands::embed::run(&ctx, cmd),
         Command::Ls(args) => commands::store::ls(&ctx, args),
         Command::Show { id } => commands::store::show(&ctx, &id),

@@ -24,8 +24,8 @@ use fute_core::dataset::{Dataset, Example, Input, Split, Target, TaskSchema};
 use fute_core::metrics;
 use fute_nn::checkpoint::SaveOptions;
 use fute_nn::train::{
-    self, answer_positions, best_span, Control, Event, RawPrediction, TrainConfig, TrainExample,
-    TrainReport, TrainTarget,
+    self, answer_positions, best_span, RawPrediction, TrainConfig, TrainExample, TrainReport,
+    TrainTarget,
 };
 use fute_nn::{
     BertConfig, BertTaskModel, BuildOptions, Encoding, HeadSpec, TextInput, TextTokenizer,
@@ -33,6 +33,8 @@ use fute_nn::{
 };
 use serde::Serialize;
 use serde_json::{json, Value};
+
+pub use fute_nn::train::{Control, EpochRecord, Event};
 
 /// Longest answer (in tokens) a QA prediction may have (HF's `max_answer_length`).
 pub const MAX_ANSWER_TOKENS: usize = 30;
@@ -384,13 +386,15 @@ fn describe(h: HeadSpec) -> String {
 }
 
 /// Runs the task model saved in `model_dir` on `split` of `dataset` (at most
-/// `limit` examples, a fixed seeded sample kept in file order).
+/// `limit` examples, a fixed seeded sample kept in file order), truncating
+/// inputs to `max_len` tokens (default: the model's positions, at most 512).
 pub fn predict(
     dataset: &Dataset,
     model_dir: &Path,
     split: Split,
     limit: Option<usize>,
     batch_size: usize,
+    max_len: Option<usize>,
 ) -> Result<PredictReport> {
     let started = Instant::now();
     let name = &dataset.card.name;
@@ -416,7 +420,13 @@ pub fn predict(
     let tok = TextTokenizer::from_folder(model_dir).map_err(nn)?;
     let model =
         BertTaskModel::from_folder(model_dir, head, &BuildOptions::default()).map_err(nn)?;
-    let max_len = config.max_position_embeddings.min(512);
+    let max_pos = config.max_position_embeddings;
+    let max_len = max_len.unwrap_or(max_pos.min(512));
+    if max_len > max_pos {
+        return Err(invalid(format!(
+            "max length {max_len} exceeds the model's {max_pos} positions"
+        )));
+    }
     let encodings = examples
         .iter()
         .map(|ex| encode_input(&tok, &ex.input, max_len))

@@ -94,7 +94,7 @@ fn finetune_saves_an_hf_folder_that_predicts() {
     assert_eq!(cfg["architectures"][0], "BertForSequenceClassification");
     assert!(!state_dir_for(&out).exists(), "training state left behind");
 
-    let p = predict(&data, &out, Split::Dev, None, 4).unwrap();
+    let p = predict(&data, &out, Split::Dev, None, 4, None).unwrap();
     assert_eq!(p.examples, 12);
     assert_eq!(p.records.len(), 12);
     for k in ["accuracy", "macro_f1", "mcc"] {
@@ -154,7 +154,7 @@ fn predict_refuses_a_dataset_with_other_labels() {
     )
     .unwrap();
     let three = sentiment(&["negative", "neutral", "positive"], 20);
-    let err = predict(&three, &out, Split::Dev, None, 4).unwrap_err();
+    let err = predict(&three, &out, Split::Dev, None, 4, None).unwrap_err();
     let msg = format!("{err:#}");
     assert!(msg.contains("2 labels") && msg.contains("has 3"), "{msg}");
     assert!(
@@ -174,7 +174,7 @@ fn empty_splits_and_datasets_are_clear_errors() {
     // No example has a fixed test split.
     let msg = format!(
         "{:#}",
-        predict(&data, &out, Split::Test, None, 4).unwrap_err()
+        predict(&data, &out, Split::Test, None, 4, None).unwrap_err()
     );
     assert!(
         msg.contains("split `test`") && msg.contains("no examples"),
@@ -211,7 +211,7 @@ fn a_base_folder_missing_a_file_is_named() {
     assert!(!out.exists());
     let msg = format!(
         "{:#}",
-        predict(&data, &base, Split::Dev, None, 4).unwrap_err()
+        predict(&data, &base, Split::Dev, None, 4, None).unwrap_err()
     );
     assert!(msg.contains("tokenizer.json"), "{msg}");
 }
@@ -260,7 +260,7 @@ fn qa_and_regression_datasets_train_and_predict() {
         read_json(&out.join("config.json"))["architectures"][0],
         "BertForQuestionAnswering"
     );
-    let p = predict(&qa, &out, Split::Dev, None, 4).unwrap();
+    let p = predict(&qa, &out, Split::Dev, None, 4, None).unwrap();
     assert!(p.metrics.contains_key("exact_match") && p.metrics.contains_key("f1"));
     assert!(p.records.iter().all(|r| r["pred"].is_string()));
 
@@ -287,7 +287,7 @@ fn qa_and_regression_datasets_train_and_predict() {
         read_json(&out.join("config.json"))["problem_type"],
         "regression"
     );
-    let p = predict(&reg, &out, Split::Dev, None, 4).unwrap();
+    let p = predict(&reg, &out, Split::Dev, None, 4, None).unwrap();
     for k in ["pearson", "spearman", "mse"] {
         assert!(p.metrics[k].is_finite(), "{k}");
     }

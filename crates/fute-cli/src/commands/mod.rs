@@ -4,6 +4,8 @@ pub mod assets;
 pub mod corpus;
 pub mod data;
 pub mod demo;
+pub mod predict;
+pub mod train;
 pub mod embed;
 pub mod store;
 

@@ -356,3 +356,68 @@ impl FisherNet {
         ))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::heads::BuildOptions;
+    use crate::models::bert::BertConfig;
+    use crate::nn::Mode;
+
+    /// The probed pass must compute what the model computes: if `bert.rs` changes,
+    /// this fails until the copy here follows.
+    #[test]
+    fn probed_forward_equals_model_forward() {
+        let cfg = BertConfig::from_json_str(
+            r#"{"vocab_size": 23, "hidden_size": 12, "num_hidden_layers": 2,
+                "num_attention_heads": 3, "intermediate_size": 17,
+                "max_position_embeddings": 16, "initializer_range": 0.3}"#,
+        )
+        .unwrap();
+        let dev = Device::Cpu;
+        let ids = Tensor::new(&[[2u32, 5, 7, 3, 9, 3, 0], [2, 8, 11, 4, 3, 6, 3]], &dev).unwrap();
+        let types = Tensor::new(&[[0u32, 0, 0, 0, 1, 1, 0], [0, 0, 0, 0, 0, 1, 1]], &dev).unwrap();
+        let mask = Tensor::new(&[[1u32, 1, 1, 1, 1, 1, 0], [1, 1, 1, 1, 1, 1, 1]], &dev).unwrap();
+        let input = BertInput {
+            input_ids: ids,
+            token_type_ids: types,
+            attention_mask: mask,
+        };
+        for spec in [
+            HeadSpec::Classification { num_labels: 3 },
+            HeadSpec::Regression,
+            HeadSpec::QuestionAnswering,
+        ] {
+            let model = BertTaskModel::build(&cfg, spec, None, &BuildOptions::default()).unwrap();
+            let n = model.bert.layers.len();
+            for dense_tables in [false, true] {
+                let live = Liveness {
+                    embeddings: true,
+                    dense_tables,
+                    layers: vec![true; n],
+                    pooler: true,
+                    head: true,
+                    activation_layers: vec![true; n],
+                    cls: spec != HeadSpec::QuestionAnswering,
+                };
+                let net = FisherNet::new(&model, live).unwrap();
+                let (ours, _) = net.forward(&input).unwrap();
+                let theirs = model.forward(&input, &Mode::eval()).unwrap();
+                let flat = |o: &TaskOutput| -> Vec<f32> {
+                    match o {
+                        TaskOutput::Logits(t) | TaskOutput::Scores(t) => {
+                            t.flatten_all().unwrap().to_vec1().unwrap()
+                        }
+                        TaskOutput::Span { start, end } => Tensor::cat(&[start, end], 0)
+                            .unwrap()
+                            .flatten_all()
+                            .unwrap()
+                            .to_vec1()
+                            .unwrap(),
+                    }
+                };
+                assert_eq!(flat(&ours), flat(&theirs), "{spec:?}");
+            }
+        }
+    }
+}
