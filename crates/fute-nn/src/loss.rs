@@ -108,3 +108,25 @@ pub fn span_cross_entropy(
     let e = cross_entropy(end_logits, end_positions)?;
     Ok(((s + e)? * 0.5)?)
 }
+
+/// The loss against soft targets (a distribution, or per-class scores in `[0, 1]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SoftLoss {
+    /// Element-wise binary cross-entropy with logits, mean over classes: what the
+    /// FUTE reference code ends up using for soft labels.
+    #[default]
+    BceWithLogits,
+    /// −Σ_c t_c log softmax(x)_c, mean over examples: the principled alternative.
+    SoftCrossEntropy,
+}
+
+impl SoftLoss {
+    /// The loss of `logits` `[B, C]` against `targets` `[B, C]`.
+    pub fn apply(self, logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
+        match self {
+            SoftLoss::BceWithLogits => bce_with_logits(logits, targets),
+            SoftLoss::SoftCrossEntropy => soft_cross_entropy(logits, targets),
+        }
+    }
+}

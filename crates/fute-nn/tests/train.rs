@@ -442,3 +442,55 @@ fn qa_answers_map_to_tokens_or_cls() {
         TrainTarget::Span { start: 0, end: 0 }
     );
 }
+
+/// Soft labels as another model would give them: 0.9 on the toy task's class.
+fn soft_task(n: usize, seed: u64) -> Vec<TrainExample> {
+    toy_task(n, seed)
+        .into_iter()
+        .map(|mut e| {
+            if let TrainTarget::Label(l) = e.target {
+                e.target = TrainTarget::Soft(if l == 1 {
+                    vec![0.1, 0.9]
+                } else {
+                    vec![0.9, 0.1]
+                });
+            }
+            e
+        })
+        .collect()
+}
+
+#[test]
+fn soft_targets_train_with_either_loss() {
+    use fute_nn::loss::SoftLoss;
+    for loss in [SoftLoss::BceWithLogits, SoftLoss::SoftCrossEntropy] {
+        let model = tiny_model(cls(), DType::F32, 3);
+        let data = soft_task(96, 11);
+        let mut c = cfg(25);
+        c.optimizer.lr = 1e-2;
+        c.soft_loss = loss;
+        let report = train(&model, &data, None, 0, &c, &mut quiet()).unwrap();
+        let first = report.history.first().unwrap().train_loss;
+        let last = report.history.last().unwrap().train_loss;
+        assert!(last < 0.8 * first, "{loss:?}: train loss {first} → {last}");
+        // Dev score of soft targets = agreement of argmaxes.
+        let (_, agree) = evaluate(&model, &soft_task(48, 12), 0, 16).unwrap();
+        assert!(agree >= 0.85, "{loss:?}: agreement {agree}");
+    }
+}
+
+#[test]
+fn soft_targets_of_the_wrong_width_are_refused() {
+    let model = tiny_model(cls(), DType::F32, 3);
+    let mut data = soft_task(8, 1);
+    for e in &mut data {
+        e.target = TrainTarget::Soft(vec![0.2, 0.3, 0.5]);
+    }
+    let err = train(&model, &data, None, 0, &cfg(1), &mut quiet())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("soft targets have 3 classes but the head has 2"),
+        "{err}"
+    );
+}

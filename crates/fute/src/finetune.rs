@@ -286,6 +286,7 @@ pub fn finetune(
         keep_best: true,
         checkpoint_dir: Some(state_dir.clone()),
         checkpoint_every: opts.checkpoint_every,
+        soft_loss: Default::default(),
     };
     let dev_ref = (!dev_set.is_empty()).then_some(dev_set.as_slice());
     let report =

@@ -85,14 +85,7 @@ pub enum FisherLabels {
     },
 }
 
-/// The loss for [`FisherTarget::Soft`] targets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SoftLoss {
-    /// Element-wise binary cross-entropy with logits, mean over classes (FUTE).
-    BceWithLogits,
-    /// −Σ_c t_c log softmax(x)_c.
-    SoftCrossEntropy,
-}
+pub use crate::loss::SoftLoss;
 
 /// Which encoder layers a scope covers.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -120,10 +120,7 @@ pub(crate) fn batch_loss(
                     }
                 }
                 let t = Tensor::from_vec(v, (targets.len(), c), device)?;
-                match soft_loss {
-                    SoftLoss::BceWithLogits => loss::bce_with_logits(logits, &t),
-                    SoftLoss::SoftCrossEntropy => loss::soft_cross_entropy(logits, &t),
-                }
+                soft_loss.apply(logits, &t)
             }
             _ => Err(wrong_kind(
                 "a classification head needs Label or Soft targets",

@@ -12,6 +12,9 @@ use crate::Result;
 pub enum TrainTarget {
     /// A class index (classification head).
     Label(u32),
+    /// A distribution over the classes (classification head; loss by
+    /// [`crate::train::TrainConfig::soft_loss`]): another model's soft labels.
+    Soft(Vec<f32>),
     /// A real value (regression head).
     Value(f32),
     /// Token positions of the answer's first and last token (QA head);
@@ -87,6 +90,8 @@ pub fn batch_input(examples: &[&TrainExample], pad_id: u32, device: &Device) -> 
 pub enum BatchTargets {
     /// Class labels.
     Labels(Tensor),
+    /// Class distributions `[B, C]` (f32).
+    Soft(Tensor),
     /// Regression values (f32).
     Values(Tensor),
     /// Start and end positions.
@@ -106,6 +111,26 @@ pub fn batch_targets(examples: &[&TrainExample], device: &Device) -> Result<Batc
                 })
                 .collect::<Result<Vec<u32>>>()?;
             Ok(BatchTargets::Labels(Tensor::new(v, device)?))
+        }
+        Some(TrainTarget::Soft(first)) => {
+            let c = first.len();
+            let mut v = Vec::with_capacity(examples.len() * c);
+            for ex in examples {
+                match &ex.target {
+                    TrainTarget::Soft(p) if p.len() == c => v.extend_from_slice(p),
+                    TrainTarget::Soft(_) => {
+                        return Err(crate::Error::Invalid(
+                            "soft targets of one batch have different numbers of classes".into(),
+                        ))
+                    }
+                    _ => return Err(mixed()),
+                }
+            }
+            Ok(BatchTargets::Soft(Tensor::from_vec(
+                v,
+                (examples.len(), c),
+                device,
+            )?))
         }
         Some(TrainTarget::Value(_)) => {
             let v = examples

@@ -53,6 +53,9 @@ pub struct TrainConfig {
     pub max_grad_norm: Option<f64>,
     /// Seed of shuffling and dropout.
     pub seed: u64,
+    /// Loss against soft targets (another model's class distributions).
+    #[serde(default)]
+    pub soft_loss: crate::loss::SoftLoss,
     /// Stop after this many evaluations without improvement; `None` = never.
     pub patience: Option<usize>,
     /// Examples per evaluation batch.
@@ -77,6 +80,7 @@ impl Default for TrainConfig {
             warmup_fraction: 0.05,
             max_grad_norm: Some(1.0),
             seed: 42,
+            soft_loss: crate::loss::SoftLoss::BceWithLogits,
             patience: None,
             eval_batch_size: 64,
             keep_best: true,

@@ -11,7 +11,7 @@ use super::schedule::LinearSchedule;
 use super::state::{self, RunState};
 use super::{Control, EpochRecord, Event, TrainConfig, TrainReport};
 use crate::heads::{BertTaskModel, TaskOutput};
-use crate::loss::{cross_entropy, mse, span_cross_entropy};
+use crate::loss::{cross_entropy, mse, span_cross_entropy, SoftLoss};
 use crate::nn::Mode;
 use crate::{Error, Result};
 
@@ -19,9 +19,19 @@ const DROPOUT_TAG: u64 = 0x0044_524f_504f_5554;
 const STATE_VERSION: u32 = 1;
 
 /// The loss of a head's output against a batch's targets.
-fn loss_of(out: &TaskOutput, targets: &BatchTargets) -> Result<Tensor> {
+fn loss_of(out: &TaskOutput, targets: &BatchTargets, soft: SoftLoss) -> Result<Tensor> {
     match (out, targets) {
         (TaskOutput::Logits(l), BatchTargets::Labels(y)) => cross_entropy(l, y),
+        (TaskOutput::Logits(l), BatchTargets::Soft(p)) => {
+            if l.dim(1)? != p.dim(1)? {
+                return Err(Error::Invalid(format!(
+                    "soft targets have {} classes but the head has {}",
+                    p.dim(1)?,
+                    l.dim(1)?
+                )));
+            }
+            soft.apply(l, p)
+        }
         (TaskOutput::Scores(s), BatchTargets::Values(y)) => mse(s, y),
         (TaskOutput::Span { start, end }, BatchTargets::Spans(s, e)) => {
             span_cross_entropy(start, end, s, e)
@@ -40,6 +50,7 @@ fn scalar(t: &Tensor) -> Result<f64> {
 
 /// Dev loss (mean over examples) and score (higher is better: accuracy for
 /// classification, −MSE for regression, −span loss for QA) of `model` in eval mode.
+/// Soft targets are scored by agreement of argmaxes, their loss is BCE-with-logits.
 pub fn evaluate(
     model: &BertTaskModel,
     examples: &[TrainExample],
@@ -58,12 +69,18 @@ pub fn evaluate(
         let input = batch_input(&refs, pad_id, &device)?;
         let targets = batch_targets(&refs, &device)?;
         let out = model.forward(&input, &mode)?;
-        loss_sum += scalar(&loss_of(&out, &targets)?)? * chunk.len() as f64;
-        if let (TaskOutput::Logits(l), BatchTargets::Labels(y)) = (&out, &targets) {
-            classification = true;
-            let pred = l.argmax(1)?.to_vec1::<u32>()?;
-            let gold = y.to_vec1::<u32>()?;
-            correct += pred.iter().zip(&gold).filter(|(p, g)| p == g).count();
+        loss_sum += scalar(&loss_of(&out, &targets, SoftLoss::default())?)? * chunk.len() as f64;
+        if let TaskOutput::Logits(l) = &out {
+            let gold = match &targets {
+                BatchTargets::Labels(y) => Some(y.to_vec1::<u32>()?),
+                BatchTargets::Soft(p) => Some(p.argmax(1)?.to_vec1::<u32>()?),
+                _ => None,
+            };
+            if let Some(gold) = gold {
+                classification = true;
+                let pred = l.argmax(1)?.to_vec1::<u32>()?;
+                correct += pred.iter().zip(&gold).filter(|(p, g)| p == g).count();
+            }
         }
     }
     let n = examples.len() as f64;
@@ -259,7 +276,7 @@ pub fn train(
             let counter = (epoch * n_batches + b) as u64;
             let mode = Mode::train(mix(cfg.seed, DROPOUT_TAG, counter));
             let out = model.forward(&input, &mode)?;
-            let loss = loss_of(&out, &targets)?;
+            let loss = loss_of(&out, &targets, cfg.soft_loss)?;
             let loss_val = scalar(&loss)?;
             if !loss_val.is_finite() {
                 return Err(Error::Invalid(format!(
