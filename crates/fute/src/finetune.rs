@@ -283,10 +283,10 @@ pub fn finetune(
         seed: opts.seed,
         patience: opts.patience,
         eval_batch_size: opts.batch_size.max(8) * 2,
-        keep_best: true,
         checkpoint_dir: Some(state_dir.clone()),
         checkpoint_every: opts.checkpoint_every,
-        soft_loss: Default::default(),
+        // keep_best (true) and the soft-label loss (unused: gold labels) stay default.
+        ..Default::default()
     };
     let dev_ref = (!dev_set.is_empty()).then_some(dev_set.as_slice());
     let report =
