@@ -50,6 +50,7 @@ pub fn embed(
     store: &Store,
     surrogate: &Surrogate,
     req: EmbedRequest<'_>,
+    report: &mut dyn FnMut(String),
 ) -> anyhow::Result<Embedded> {
     if req.kind == EmbeddingKind::Mte && !req.method.uses_targets() {
         anyhow::bail!(fute_core::Error::Invalid(format!(
@@ -87,7 +88,7 @@ pub fn embed(
         });
     }
     let t = std::time::Instant::now();
-    let components = req.method.run(surrogate, req.probe, req.seed)?;
+    let components = req.method.run(surrogate, req.probe, req.seed, report)?;
     meta.wall_seconds = t.elapsed().as_secs_f64();
     let record = store.put(&meta, &components, req.dtype)?;
     Ok(Embedded {

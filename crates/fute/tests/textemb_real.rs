@@ -49,8 +49,8 @@ fn textemb_is_mask_aware_deterministic_and_cached() {
         max_len: 64,
         batch: 2,
     };
-    let alone = m1.run(&s, &probe(&[short, long]), 0).unwrap();
-    let batched = m2.run(&s, &probe(&[short, long]), 0).unwrap();
+    let alone = m1.run(&s, &probe(&[short, long]), 0, &mut |_| {}).unwrap();
+    let batched = m2.run(&s, &probe(&[short, long]), 0, &mut |_| {}).unwrap();
     let (a, b) = (&alone[0].1, &batched[0].1);
     assert_eq!(a.len(), 384);
     let max = a
@@ -63,18 +63,35 @@ fn textemb_is_mask_aware_deterministic_and_cached() {
     let store_dir = tempfile::tempdir().unwrap();
     let store = Store::open(store_dir.path()).unwrap();
     let p = probe(&[short, long]);
-    let first = embed(&store, &s, request(&p, &m1, EmbeddingKind::Dte)).unwrap();
-    let again = embed(&store, &s, request(&p, &m1, EmbeddingKind::Dte)).unwrap();
+    let first = embed(
+        &store,
+        &s,
+        request(&p, &m1, EmbeddingKind::Dte),
+        &mut |_| {},
+    )
+    .unwrap();
+    let again = embed(
+        &store,
+        &s,
+        request(&p, &m1, EmbeddingKind::Dte),
+        &mut |_| {},
+    )
+    .unwrap();
     assert!(!first.cached && again.cached);
     assert_eq!(first.record.id, again.record.id);
     // Recomputing from scratch gives bit-identical values.
-    let fresh = m1.run(&s, &p, 1).unwrap();
+    let fresh = m1.run(&s, &p, 1, &mut |_| {}).unwrap();
     assert_eq!(store.read(&first.record).unwrap(), fresh);
     // A target-blind method refuses MTEs.
-    let err = embed(&store, &s, request(&p, &m1, EmbeddingKind::Mte))
-        .err()
-        .unwrap()
-        .to_string();
+    let err = embed(
+        &store,
+        &s,
+        request(&p, &m1, EmbeddingKind::Mte),
+        &mut |_| {},
+    )
+    .err()
+    .unwrap()
+    .to_string();
     assert!(err.contains("ignores targets"), "{err}");
 }
 

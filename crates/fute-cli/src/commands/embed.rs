@@ -2,22 +2,29 @@
 
 use crate::Context;
 use clap::{Args, Subcommand, ValueEnum};
-use fute::embed::{embed, EmbedRequest};
+use fute::embed::{embed, EmbedRequest, Embedded};
+use fute::methods::fim::{FimComponents, FimConfig};
+use fute::methods::surrogate_training::SurrogateTraining;
 use fute::methods::Method;
+use fute::model_outputs::{outputs_on_corpus, SubjectModel};
 use fute::probe::ProbeSet;
 use fute::surrogate::{resolve_model_dir, Surrogate};
 use fute_core::dataset::Split;
 use fute_core::embedding::{EmbeddingKind, Store, StoredDType, Subject, SubjectKind};
+use fute_core::rng::SplitMix64;
+use fute_nn::fisher::FisherVariant;
+use serde_json::Value;
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 
 /// What to embed.
 #[derive(Subcommand)]
 pub enum EmbedCmd {
-    /// Dataset task embedding (DTE) of a labelled dataset.
+    /// Dataset task embedding (DTE): the method on the surrogate trained on the dataset's gold pairs.
     ///
     /// Examples:
     ///   fute embed dataset imdb --method textemb --limit 1000
-    ///   fute embed dataset tweets --surrogate minilm --method textemb --split train
+    ///   fute embed dataset tweets --method fim --fisher per-example --limit 500 --epochs 1
     #[command(verbatim_doc_comment)]
     Dataset {
         /// Dataset name (see `fute data list`).
@@ -28,6 +35,21 @@ pub enum EmbedCmd {
         #[arg(long, default_value = "train")]
         split: Split,
     },
+    /// Model task embedding (MTE): label the corpus U with the model, train the surrogate on that.
+    ///
+    /// Example:
+    ///   fute corpus build u --per-source 200
+    ///   fute embed model runs/imdb-minilm --corpus u --method fim --limit 500
+    #[command(verbatim_doc_comment)]
+    Model {
+        /// A fine-tuned model folder (from `fute train` or transformers' save_pretrained).
+        dir: PathBuf,
+        /// The unlabelled corpus U (see `fute corpus build`).
+        #[arg(long)]
+        corpus: String,
+        #[command(flatten)]
+        common: CommonArgs,
+    },
 }
 
 /// Flags shared by every embedding request.
@@ -37,18 +59,15 @@ pub struct CommonArgs {
     #[arg(long, default_value = "minilm")]
     pub surrogate: String,
     /// Embedding method.
-    #[arg(long, value_enum, default_value_t = MethodArg::Textemb)]
+    #[arg(long, value_enum, default_value_t = MethodArg::Fim)]
     pub method: MethodArg,
     /// Maximum tokens per input.
     #[arg(long, default_value_t = 128)]
     pub max_len: usize,
-    /// Inputs per forward pass.
-    #[arg(long, default_value_t = 32)]
-    pub batch: usize,
     /// Use at most N examples (a seeded random subset).
     #[arg(long)]
     pub limit: Option<usize>,
-    /// Seed of every random choice.
+    /// Seed of every random choice (subset, head initialisation, shuffling, sampled labels).
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
     /// Store the vector in 16-bit floats (half the space).
@@ -57,13 +76,79 @@ pub struct CommonArgs {
     /// Print the stored record as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Epochs of surrogate fine-tuning before the embedding is read (fim).
+    #[arg(long, default_value_t = 1)]
+    pub epochs: usize,
+    /// Peak learning rate of that fine-tuning.
+    #[arg(long, default_value_t = 2e-5)]
+    pub lr: f64,
+    /// Micro-batch size of fine-tuning (and of TextEmb's forward passes).
+    #[arg(long, default_value_t = 16)]
+    pub batch: usize,
+    /// Micro-batches per optimiser step.
+    #[arg(long, default_value_t = 1)]
+    pub grad_accum: usize,
+    /// Fisher definition: exact per-example, Vu et al.'s per-batch, or FUTE's square-of-mean.
+    #[arg(long, value_enum, default_value_t = FisherArg::PerExample)]
+    pub fisher: FisherArg,
+    /// Batch size of the per-batch and square-of-mean Fisher.
+    #[arg(long, default_value_t = 8)]
+    pub fisher_batch: usize,
+    /// Gold labels (empirical Fisher) or labels sampled from the surrogate.
+    #[arg(long, value_enum, default_value_t = LabelsArg::Gold)]
+    pub fisher_labels: LabelsArg,
+    /// Draws per example with --fisher-labels sampled.
+    #[arg(long, default_value_t = 100)]
+    pub trials: usize,
+    /// Which Fisher components.
+    #[arg(long, value_enum, default_value_t = ComponentsArg::Encoder)]
+    pub components: ComponentsArg,
+    /// Only these encoder layers, comma-separated (0-based).
+    #[arg(long, value_delimiter = ',')]
+    pub layers: Vec<usize>,
+    /// OS threads of the Fisher pass.
+    #[arg(long, default_value_t = 2)]
+    pub workers: usize,
 }
 
 /// Methods on the command line.
 #[derive(Clone, Copy, ValueEnum)]
 pub enum MethodArg {
-    /// Mean-pooled final-layer states of the pre-trained surrogate (Vu et al.'s TextEmb).
+    /// TaskEmb's diagonal Fisher of the fine-tuned surrogate (FUTE + TaskEmb).
+    Fim,
+    /// Mean-pooled final-layer states of the pre-trained surrogate (Vu et al.'s TextEmb; DTEs only).
     Textemb,
+}
+
+/// Fisher definitions.
+#[derive(Clone, Copy, ValueEnum)]
+pub enum FisherArg {
+    /// (1/N) Σ_i (∇ℓ_i)²: the exact empirical Fisher diagonal.
+    PerExample,
+    /// (1/N) Σ_b (∇ batch-mean loss)²: Vu et al.'s code.
+    PerBatch,
+    /// (∇ mean loss)²: the released FUTE code.
+    SquareOfMean,
+}
+
+/// Fisher labels.
+#[derive(Clone, Copy, ValueEnum)]
+pub enum LabelsArg {
+    /// The probe set's targets.
+    Gold,
+    /// Drawn from the surrogate's own prediction.
+    Sampled,
+}
+
+/// Fisher component sets.
+#[derive(Clone, Copy, ValueEnum)]
+pub enum ComponentsArg {
+    /// Every encoder parameter (FUTE).
+    Encoder,
+    /// Every parameter incl. the head, plus activation components (Vu et al.).
+    Taskemb,
+    /// Only per-layer activation components and CLS (small vectors).
+    Activations,
 }
 
 impl CommonArgs {
@@ -73,8 +158,84 @@ impl CommonArgs {
                 max_len: self.max_len,
                 batch: self.batch,
             },
+            MethodArg::Fim => Method::Fim(FimConfig {
+                training: SurrogateTraining {
+                    epochs: self.epochs,
+                    lr: self.lr,
+                    batch: self.batch,
+                    grad_accum: self.grad_accum,
+                    max_len: self.max_len,
+                },
+                variant: match self.fisher {
+                    FisherArg::PerExample => FisherVariant::PerExample,
+                    FisherArg::PerBatch => FisherVariant::PerBatch,
+                    FisherArg::SquareOfMean => FisherVariant::SquareOfMean,
+                },
+                batch: self.fisher_batch,
+                sampled_trials: matches!(self.fisher_labels, LabelsArg::Sampled)
+                    .then_some(self.trials),
+                components: match self.components {
+                    ComponentsArg::Encoder => FimComponents::Encoder,
+                    ComponentsArg::Taskemb => FimComponents::TaskEmb,
+                    ComponentsArg::Activations => FimComponents::Activations,
+                },
+                layers: (!self.layers.is_empty()).then(|| self.layers.clone()),
+                workers: self.workers,
+            }),
         }
     }
+
+    fn dtype(&self) -> StoredDType {
+        if self.f16 {
+            StoredDType::F16
+        } else {
+            StoredDType::F32
+        }
+    }
+}
+
+fn run_embed(
+    ctx: &Context,
+    common: &CommonArgs,
+    what: String,
+    make: impl FnOnce(
+        &Surrogate,
+        &Method,
+    ) -> anyhow::Result<(
+        Subject,
+        EmbeddingKind,
+        ProbeSet,
+        Option<String>,
+        BTreeMap<String, Value>,
+    )>,
+) -> anyhow::Result<()> {
+    let surrogate = Surrogate::open(&resolve_model_dir(&common.surrogate, &ctx.assets)?)?;
+    let store = Store::open(&ctx.workspace.state_dir())?;
+    let method = common.method();
+    let (subject, kind, probe, corpus, mut extra) = make(&surrogate, &method)?;
+    extra.insert(
+        "surrogate_dir".into(),
+        surrogate.dir.display().to_string().into(),
+    );
+    let pb = super::spinner(format!(
+        "{} {} of {what} ({} examples)",
+        method.name(),
+        kind.as_str().to_uppercase(),
+        probe.len()
+    ));
+    let req = EmbedRequest {
+        subject,
+        kind,
+        probe: &probe,
+        method: &method,
+        seed: common.seed,
+        corpus,
+        dtype: common.dtype(),
+        extra,
+    };
+    let out = embed(&store, &surrogate, req, &mut |line| pb.set_message(line))?;
+    pb.finish_and_clear();
+    report(&out, common.json)
 }
 
 /// Runs an embed sub-command.
@@ -84,55 +245,72 @@ pub fn run(ctx: &Context, cmd: EmbedCmd) -> anyhow::Result<()> {
             name,
             common,
             split,
-        } => {
+        } => run_embed(ctx, &common, name.clone(), |_, _| {
             let ds = ctx.workspace.load_dataset(&name)?;
             let probe = ProbeSet::from_dataset(&ds, split, common.limit, common.seed)?;
-            let surrogate = Surrogate::open(&resolve_model_dir(&common.surrogate, &ctx.assets)?)?;
-            let store = Store::open(&ctx.workspace.state_dir())?;
             let extra = BTreeMap::from([
                 ("dataset_hash".into(), ds.content_hash().into()),
                 ("split".into(), split.as_str().into()),
-                (
-                    "surrogate_dir".into(),
-                    surrogate.dir.display().to_string().into(),
-                ),
             ]);
             let subject = Subject {
                 kind: SubjectKind::Dataset,
                 name: name.clone(),
                 hash: probe.hash(),
             };
-            let method = common.method();
-            let pb = super::spinner(format!(
-                "{} DTE of {name} ({} examples)",
-                method.name(),
-                probe.len()
-            ));
-            let out = embed(
-                &store,
-                &surrogate,
-                EmbedRequest {
+            Ok((subject, EmbeddingKind::Dte, probe, None, extra))
+        }),
+        EmbedCmd::Model {
+            dir,
+            corpus,
+            common,
+        } => {
+            let what = dir.display().to_string();
+            run_embed(ctx, &common, what.clone(), |_, method| {
+                let mut u = ctx.workspace.load_corpus(&corpus)?;
+                if let Some(n) = common.limit {
+                    // A seeded subset of U: still a fixed corpus, with its own hash.
+                    SplitMix64::new(common.seed).shuffle(&mut u.inputs);
+                    u.inputs.truncate(n);
+                    u.card.hash = fute_core::corpus::content_hash(&u.inputs);
+                }
+                if !method.uses_targets() {
+                    anyhow::bail!(fute_core::Error::Invalid(format!(
+                        "method `{}` ignores targets, so every model's MTE on the same corpus would be identical; use --method fim",
+                        method.name()
+                    )));
+                }
+                let model = SubjectModel::open(&dir)?;
+                let pb = super::spinner(format!("running {what} on corpus {corpus}"));
+                let cache = ctx.workspace.state_dir().join("cache").join("outputs");
+                let targets =
+                    outputs_on_corpus(&model, &u, &cache, common.max_len, 32, |done, total| {
+                        pb.set_message(format!("running {what} on corpus {corpus}: {done}/{total}"))
+                    })?;
+                pb.finish_and_clear();
+                let probe = ProbeSet {
+                    inputs: u.inputs.iter().map(|i| i.segments.clone()).collect(),
+                    targets,
+                    head: model.probe_head(),
+                };
+                let subject = Subject {
+                    kind: SubjectKind::Model,
+                    name: what.clone(),
+                    hash: model.hash.clone(),
+                };
+                let extra = BTreeMap::from([("corpus_name".into(), Value::from(corpus.clone()))]);
+                Ok((
                     subject,
-                    kind: EmbeddingKind::Dte,
-                    probe: &probe,
-                    method: &method,
-                    seed: common.seed,
-                    corpus: None,
-                    dtype: if common.f16 {
-                        StoredDType::F16
-                    } else {
-                        StoredDType::F32
-                    },
+                    EmbeddingKind::Mte,
+                    probe,
+                    Some(u.card.hash.clone()),
                     extra,
-                },
-            )?;
-            pb.finish_and_clear();
-            report(&out, common.json)
+                ))
+            })
         }
     }
 }
 
-fn report(out: &fute::embed::Embedded, json: bool) -> anyhow::Result<()> {
+fn report(out: &Embedded, json: bool) -> anyhow::Result<()> {
     if json {
         return super::print_json(&out.record);
     }

@@ -1,5 +1,7 @@
 //! Embedding methods: how a surrogate and a probe set become a vector.
 
+pub mod fim;
+pub mod surrogate_training;
 pub mod textemb;
 
 use crate::probe::ProbeSet;
@@ -18,6 +20,8 @@ pub enum Method {
         /// Inputs per forward pass.
         batch: usize,
     },
+    /// TaskEmb's diagonal Fisher of the surrogate fine-tuned on the probe set.
+    Fim(fim::FimConfig),
 }
 
 impl Method {
@@ -25,6 +29,7 @@ impl Method {
     pub fn name(&self) -> &'static str {
         match self {
             Method::TextEmb { .. } => "textemb",
+            Method::Fim(_) => "fim",
         }
     }
 
@@ -33,6 +38,7 @@ impl Method {
     pub fn uses_targets(&self) -> bool {
         match self {
             Method::TextEmb { .. } => false,
+            Method::Fim(_) => true,
         }
     }
 
@@ -42,21 +48,23 @@ impl Method {
             Method::TextEmb { max_len, .. } => {
                 BTreeMap::from([("max_len".into(), Value::from(*max_len))])
             }
+            Method::Fim(c) => c.params(),
         }
     }
 
-    /// Computes the vector as named components.
+    /// Computes the vector as named components; `report` receives progress lines.
     pub fn run(
         &self,
         surrogate: &Surrogate,
         probe: &ProbeSet,
         seed: u64,
+        report: &mut dyn FnMut(String),
     ) -> anyhow::Result<Vec<(String, Vec<f32>)>> {
-        let _ = seed;
         match self {
             Method::TextEmb { max_len, batch } => {
                 textemb::embed(surrogate, probe, *max_len, *batch)
             }
+            Method::Fim(c) => c.run(surrogate, probe, seed, report),
         }
     }
 }

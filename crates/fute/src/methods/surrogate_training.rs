@@ -1,0 +1,143 @@
+//! Training the surrogate on a probe set: the first step of every method that
+//! reads a trained surrogate (FIM, and the parameter-efficient ones).
+
+use crate::probe::{ProbeHead, ProbeSet, ProbeTargets};
+use crate::surrogate::Surrogate;
+use anyhow::Context as _;
+use fute_nn::train::{
+    answer_positions, train, AdamWConfig, Control, Event, TrainConfig, TrainExample, TrainTarget,
+};
+use fute_nn::{BertTaskModel, BuildOptions, HeadSpec, TextInput, Truncation};
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+/// How the surrogate is fine-tuned before the embedding is read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SurrogateTraining {
+    /// Passes over the probe set (0 = use the pre-trained surrogate as is).
+    pub epochs: usize,
+    /// Peak learning rate (AdamW, linear warm-up 5 % then decay).
+    pub lr: f64,
+    /// Examples per micro-batch.
+    pub batch: usize,
+    /// Micro-batches per optimiser step.
+    pub grad_accum: usize,
+    /// Maximum tokens per input.
+    pub max_len: usize,
+}
+
+impl SurrogateTraining {
+    /// The hyper-parameters as space parameters (prefixed `train_`).
+    pub fn params(&self) -> BTreeMap<String, Value> {
+        BTreeMap::from([
+            ("train_epochs".into(), Value::from(self.epochs)),
+            ("train_lr".into(), Value::from(self.lr)),
+            (
+                "train_batch".into(),
+                Value::from(self.batch * self.grad_accum),
+            ),
+            ("max_len".into(), Value::from(self.max_len)),
+        ])
+    }
+}
+
+/// The surrogate head a probe set needs.
+pub fn head_spec(head: ProbeHead) -> HeadSpec {
+    match head {
+        ProbeHead::Classification(n) => HeadSpec::Classification { num_labels: n },
+        ProbeHead::Regression => HeadSpec::Regression,
+        ProbeHead::QuestionAnswering => HeadSpec::QuestionAnswering,
+    }
+}
+
+/// Tokenises a probe set for the surrogate and maps its targets (QA answers go
+/// from characters to the surrogate's own tokens).
+pub fn encode_probe(
+    surrogate: &Surrogate,
+    probe: &ProbeSet,
+    max_len: usize,
+) -> anyhow::Result<Vec<TrainExample>> {
+    let qa = probe.head == ProbeHead::QuestionAnswering;
+    probe
+        .inputs
+        .iter()
+        .enumerate()
+        .map(|(i, segs)| {
+            let (input, trunc) = match (segs.as_slice(), qa) {
+                ([a, b, ..], true) => (TextInput::Pair(a, b), Truncation::OnlySecond),
+                ([a, b, ..], false) => (TextInput::Pair(a, b), Truncation::LongestFirst),
+                ([a], _) => (TextInput::Single(a), Truncation::LongestFirst),
+                ([], _) => anyhow::bail!("probe input {i} has no text"),
+            };
+            let encoding = surrogate
+                .tokenizer
+                .encode(input, max_len, trunc)
+                .with_context(|| format!("probe input {i}"))?;
+            let target = match &probe.targets {
+                ProbeTargets::Labels(v) => TrainTarget::Label(v[i] as u32),
+                ProbeTargets::Soft(v) => TrainTarget::Soft(v[i].clone()),
+                ProbeTargets::Values(v) => TrainTarget::Value(v[i]),
+                ProbeTargets::Spans(v) => match v[i] {
+                    Some((s, e)) => answer_positions(&encoding, s, e),
+                    None => TrainTarget::Span { start: 0, end: 0 },
+                },
+            };
+            Ok(TrainExample { encoding, target })
+        })
+        .collect()
+}
+
+/// Builds the surrogate with the probe set's head (seeded) and fine-tunes it.
+pub fn trained_surrogate(
+    surrogate: &Surrogate,
+    probe: &ProbeSet,
+    examples: &[TrainExample],
+    cfg: &SurrogateTraining,
+    seed: u64,
+    report: &mut dyn FnMut(String),
+) -> anyhow::Result<BertTaskModel> {
+    let opts = BuildOptions {
+        seed,
+        ..Default::default()
+    };
+    let model = BertTaskModel::from_folder(&surrogate.dir, head_spec(probe.head), &opts)?;
+    if cfg.epochs == 0 {
+        return Ok(model);
+    }
+    let train_cfg = TrainConfig {
+        epochs: cfg.epochs,
+        batch_size: cfg.batch,
+        grad_accum: cfg.grad_accum,
+        optimizer: AdamWConfig {
+            lr: cfg.lr,
+            ..Default::default()
+        },
+        seed,
+        ..Default::default()
+    };
+    train(
+        &model,
+        examples,
+        None,
+        surrogate.tokenizer.pad_id(),
+        &train_cfg,
+        &mut |e| {
+            if let Event::Step {
+                step,
+                total_steps,
+                loss,
+                examples,
+                elapsed,
+                ..
+            } = e
+            {
+                report(format!(
+                    "training surrogate: step {step}/{total_steps}, loss {loss:.4}, {:.1} ex/s",
+                    *examples as f64 / elapsed.max(1e-9)
+                ));
+            }
+            Control::Continue
+        },
+    )?;
+    Ok(model)
+}
