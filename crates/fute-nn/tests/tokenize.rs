@@ -126,10 +126,7 @@ fn longest_first_and_dynamic_padding() {
     let (ids, types, mask) = batch.padded();
     assert_eq!(ids.len(), 3 * longest);
     assert_eq!(mask[..longest].iter().sum::<u32>(), 4);
-    assert_eq!(
-        ids[4..longest].iter().copied().collect::<Vec<_>>(),
-        vec![0; longest - 4]
-    );
+    assert_eq!(ids[4..longest].to_vec(), vec![0; longest - 4]);
     assert!(types[2 * longest..].contains(&1));
     let input = batch.to_input(&candle_core::Device::Cpu).unwrap();
     assert_eq!(input.input_ids.dims(), &[3, longest]);
