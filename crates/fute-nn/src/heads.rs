@@ -147,6 +147,9 @@ pub struct BertTaskModel {
     /// The folder the weights were loaded from, if any (tokenizer files are copied
     /// from here when saving).
     pub source_dir: Option<PathBuf>,
+    /// Parameter-efficient modules (prefix, prompt, LoRA), when attached with
+    /// [`crate::peft::Peft::attach`]; their parameters are in [`Self::varmap`] too.
+    pub peft: Option<crate::peft::Peft>,
 }
 
 /// Options for building a task model.
@@ -225,6 +228,7 @@ impl BertTaskModel {
             spec,
             varmap,
             source_dir: None,
+            peft: None,
         })
     }
 
@@ -260,7 +264,10 @@ impl BertTaskModel {
 
     /// Encoder output and head output.
     pub fn forward_full(&self, input: &BertInput, mode: &Mode) -> Result<(BertOutput, TaskOutput)> {
-        let enc = self.bert.forward(input, mode)?;
+        let enc = match &self.peft {
+            None => self.bert.forward(input, mode)?,
+            Some(peft) => peft.forward_encoder(&self.bert, input, mode)?,
+        };
         let out = match &self.head {
             Head::Sequence {
                 classifier,

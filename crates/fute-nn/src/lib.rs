@@ -6,7 +6,8 @@
 //!   targets, MSE, span cross-entropy;
 //! * [`tokenize`]: tokenisation with our own truncation and dynamic padding, and
 //!   character offsets for QA;
-//! * [`checkpoint`]: saving a task model as a folder `transformers` loads.
+//! * [`checkpoint`]: saving a task model as a folder `transformers` loads;
+//! * [`peft`]: prefix tuning, prompt tuning, LoRA and BitFit, and their task vectors.
 //!
 //! Every op on the path from a parameter to a loss has a backward pass: candle-nn's
 //! fused `LayerNorm` / `softmax_last_dim` (which silently drop gradients) are not
@@ -22,6 +23,7 @@ pub mod loss;
 pub mod models;
 pub mod nn;
 pub mod params;
+pub mod peft;
 pub mod rng;
 pub mod tokenize;
 pub mod train;

@@ -256,6 +256,114 @@ pub struct BertOutput {
     pub pooled_output: Option<Tensor>,
 }
 
+/// A linear layer inside a transformer layer, named by its HF suffix after
+/// `encoder.layer.N.` (where a [`LinearHook`] may add a term).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum LinearSite {
+    /// `attention.self.query`.
+    Query,
+    /// `attention.self.key`.
+    Key,
+    /// `attention.self.value`.
+    Value,
+    /// `attention.output.dense`.
+    AttentionOutput,
+    /// `intermediate.dense`.
+    Intermediate,
+    /// `output.dense`.
+    Output,
+}
+
+impl LinearSite {
+    /// Every site, in the order of the forward pass.
+    pub const ALL: [LinearSite; 6] = [
+        Self::Query,
+        Self::Key,
+        Self::Value,
+        Self::AttentionOutput,
+        Self::Intermediate,
+        Self::Output,
+    ];
+
+    /// The HF module path after `encoder.layer.N.`.
+    pub fn hf_name(self) -> &'static str {
+        match self {
+            Self::Query => "attention.self.query",
+            Self::Key => "attention.self.key",
+            Self::Value => "attention.self.value",
+            Self::AttentionOutput => "attention.output.dense",
+            Self::Intermediate => "intermediate.dense",
+            Self::Output => "output.dense",
+        }
+    }
+
+    /// Parses a site from its HF path or its last component (`query`, `value`, …).
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| {
+            let full = s.hf_name();
+            name == full
+                || (matches!(s, Self::Query | Self::Key | Self::Value)
+                    && full.rsplit('.').next() == Some(name))
+                || (name == "attention_output" && *s == Self::AttentionOutput)
+                || (name == "intermediate" && *s == Self::Intermediate)
+                || (name == "output" && *s == Self::Output)
+        })
+    }
+}
+
+/// Adds a term to the output of a layer's linear maps (LoRA).
+pub trait LinearHook: Send + Sync {
+    /// The term added to `linear(x)` at `site` of layer `layer`, if any
+    /// (`x`: the linear's input, `[B, T, in]`; result `[B, T, out]`).
+    fn delta(&self, layer: usize, site: LinearSite, x: &Tensor) -> Result<Option<Tensor>>;
+}
+
+/// Optional additions to [`BertModel::forward_with_hooks`] for parameter-efficient
+/// tuning. The default (no hooks) computes exactly [`BertModel::forward`].
+#[derive(Default, Clone, Copy)]
+pub struct BertHooks<'a> {
+    /// Soft tokens `[B, P, hidden]` put in front of the word embeddings (prompt
+    /// tuning, as P-tuning v2's `*PromptFor*` classes): position embeddings then
+    /// cover all `P + T` positions, the soft tokens get token type 0, the
+    /// attention mask gets `P` ones in front, and the `P` positions are removed
+    /// from the output again (so `sequence_output` is `[B, T, hidden]` and the
+    /// pooler reads `[CLS]`).
+    pub prompt: Option<&'a Tensor>,
+    /// Per layer, key and value prefixes, each `[B, P, hidden]`, concatenated in
+    /// front of that layer's self-attention keys and values (P-tuning v2); the
+    /// attention mask gets `P` ones in front; positions are untouched.
+    pub prefix: Option<&'a [(Tensor, Tensor)]>,
+    /// Extra terms on the layers' linear maps.
+    pub linear: Option<&'a dyn LinearHook>,
+}
+
+impl std::fmt::Debug for BertHooks<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BertHooks")
+            .field("prompt", &self.prompt.map(|t| t.dims().to_vec()))
+            .field("prefix_layers", &self.prefix.map(|p| p.len()))
+            .field("linear", &self.linear.is_some())
+            .finish()
+    }
+}
+
+fn hooked_linear(
+    lin: &Linear,
+    x: &Tensor,
+    hook: Option<&dyn LinearHook>,
+    layer: usize,
+    site: LinearSite,
+) -> Result<Tensor> {
+    let y = lin.forward(x)?;
+    match hook {
+        Some(h) => match h.delta(layer, site, x)? {
+            Some(d) => Ok((y + d)?),
+            None => Ok(y),
+        },
+        None => Ok(y),
+    }
+}
+
 /// Word + position + token-type embeddings, then LayerNorm and dropout.
 #[derive(Debug, Clone)]
 pub struct BertEmbeddings {
@@ -303,18 +411,36 @@ impl BertEmbeddings {
         })
     }
 
-    fn forward(&self, input_ids: &Tensor, token_type_ids: &Tensor, mode: &Mode) -> Result<Tensor> {
-        let (_b, t) = input_ids.dims2()?;
+    fn forward(
+        &self,
+        input_ids: &Tensor,
+        token_type_ids: &Tensor,
+        prompt: Option<&Tensor>,
+        mode: &Mode,
+    ) -> Result<Tensor> {
+        let (b, t) = input_ids.dims2()?;
+        let words = self.word_embeddings.forward(input_ids)?;
+        let (words, token_type_ids, t) = match prompt {
+            None => (words, token_type_ids.clone(), t),
+            Some(p) => {
+                let np = p.dim(1)?;
+                let zeros = Tensor::zeros((b, np), token_type_ids.dtype(), p.device())?;
+                (
+                    Tensor::cat(&[&p.to_dtype(words.dtype())?, &words], 1)?,
+                    Tensor::cat(&[&zeros, token_type_ids], 1)?,
+                    t + np,
+                )
+            }
+        };
         let max_pos = self.position_embeddings.weight.dim(0)?;
         if t > max_pos {
             return Err(Error::Invalid(format!(
                 "sequence length {t} exceeds max_position_embeddings {max_pos}"
             )));
         }
-        let words = self.word_embeddings.forward(input_ids)?;
         let positions = Tensor::arange(0u32, t as u32, input_ids.device())?;
         let pos = self.position_embeddings.forward(&positions)?; // [T, H]
-        let types = self.token_type_embeddings.forward(token_type_ids)?;
+        let types = self.token_type_embeddings.forward(&token_type_ids)?;
         let x = words.broadcast_add(&pos)?.add(&types)?;
         let x = self.layer_norm.forward(&x)?;
         mode.dropout(&x, self.dropout)
@@ -350,18 +476,32 @@ impl BertSelfAttention {
         })
     }
 
-    /// `x`: `[B, T, H]`; `mask_add`: `[B, 1, 1, T]`, 0 for keys to attend to and
-    /// a large negative number for padding keys.
-    fn forward(&self, x: &Tensor, mask_add: &Tensor, mode: &Mode) -> Result<Tensor> {
+    /// `x`: `[B, T, H]`; `mask_add`: `[B, 1, 1, P + T]`, 0 for keys to attend to and
+    /// a large negative number for padding keys (`P` = prefix length, 0 without).
+    fn forward(
+        &self,
+        x: &Tensor,
+        mask_add: &Tensor,
+        mode: &Mode,
+        layer: usize,
+        hooks: &BertHooks,
+    ) -> Result<Tensor> {
         let (b, t, _) = x.dims3()?;
         let split = |y: Tensor| -> Result<Tensor> {
-            Ok(y.reshape((b, t, self.num_heads, self.head_dim))?
+            let n = y.dim(1)?;
+            Ok(y.reshape((b, n, self.num_heads, self.head_dim))?
                 .transpose(1, 2)?
                 .contiguous()?)
         };
-        let q = split(self.query.forward(x)?)?;
-        let k = split(self.key.forward(x)?)?;
-        let v = split(self.value.forward(x)?)?;
+        let lin = |l: &Linear, site| hooked_linear(l, x, hooks.linear, layer, site);
+        let q = split(lin(&self.query, LinearSite::Query)?)?;
+        let mut k = split(lin(&self.key, LinearSite::Key)?)?;
+        let mut v = split(lin(&self.value, LinearSite::Value)?)?;
+        if let Some(prefix) = hooks.prefix {
+            let (pk, pv) = &prefix[layer];
+            k = Tensor::cat(&[&split(pk.to_dtype(x.dtype())?)?, &k], 2)?;
+            v = Tensor::cat(&[&split(pv.to_dtype(x.dtype())?)?, &v], 2)?;
+        }
         let scale = 1.0 / (self.head_dim as f64).sqrt();
         let scores = (q.matmul(&k.t()?.contiguous()?)? * scale)?;
         let scores = scores.broadcast_add(mask_add)?;
@@ -401,8 +541,18 @@ impl BertResidualOutput {
         })
     }
 
-    fn forward(&self, x: &Tensor, residual: &Tensor, mode: &Mode) -> Result<Tensor> {
-        let y = mode.dropout(&self.dense.forward(x)?, self.dropout)?;
+    fn forward(
+        &self,
+        x: &Tensor,
+        residual: &Tensor,
+        mode: &Mode,
+        dense: (usize, LinearSite, Option<&dyn LinearHook>),
+    ) -> Result<Tensor> {
+        let (layer, site, hook) = dense;
+        let y = mode.dropout(
+            &hooked_linear(&self.dense, x, hook, layer, site)?,
+            self.dropout,
+        )?;
         self.layer_norm.forward(&(y + residual)?)
     }
 }
@@ -439,11 +589,34 @@ impl BertLayer {
         })
     }
 
-    fn forward(&self, x: &Tensor, mask_add: &Tensor, mode: &Mode) -> Result<Tensor> {
-        let ctx = self.attention_self.forward(x, mask_add, mode)?;
-        let a = self.attention_output.forward(&ctx, x, mode)?;
-        let h = self.activation.forward(&self.intermediate.forward(&a)?)?;
-        self.output.forward(&h, &a, mode)
+    fn forward(
+        &self,
+        x: &Tensor,
+        mask_add: &Tensor,
+        mode: &Mode,
+        layer: usize,
+        hooks: &BertHooks,
+    ) -> Result<Tensor> {
+        let hook = hooks.linear;
+        let ctx = self
+            .attention_self
+            .forward(x, mask_add, mode, layer, hooks)?;
+        let a = self.attention_output.forward(
+            &ctx,
+            x,
+            mode,
+            (layer, LinearSite::AttentionOutput, hook),
+        )?;
+        let inter = hooked_linear(
+            &self.intermediate,
+            &a,
+            hook,
+            layer,
+            LinearSite::Intermediate,
+        )?;
+        let h = self.activation.forward(&inter)?;
+        self.output
+            .forward(&h, &a, mode, (layer, LinearSite::Output, hook))
     }
 }
 
@@ -517,6 +690,17 @@ impl BertModel {
 
     /// Runs the encoder on a padded batch.
     pub fn forward(&self, input: &BertInput, mode: &Mode) -> Result<BertOutput> {
+        self.forward_with_hooks(input, mode, &BertHooks::default())
+    }
+
+    /// Runs the encoder with parameter-efficient additions (see [`BertHooks`]);
+    /// with no hooks this is [`BertModel::forward`].
+    pub fn forward_with_hooks(
+        &self,
+        input: &BertInput,
+        mode: &Mode,
+        hooks: &BertHooks,
+    ) -> Result<BertOutput> {
         let dtype = self.dtype();
         let (b, t) = input.input_ids.dims2()?;
         for (name, x) in [
@@ -537,13 +721,61 @@ impl BertModel {
             DType::F64 => f64::MIN,
             _ => f32::MIN as f64,
         };
-        let keep = input.attention_mask.to_dtype(dtype)?;
-        let mask_add = ((keep.affine(-1.0, 1.0)?) * min)?.reshape((b, 1, 1, t))?;
-        let mut x = self
-            .embeddings
-            .forward(&input.input_ids, &input.token_type_ids, mode)?;
-        for layer in &self.layers {
-            x = layer.forward(&x, &mask_add, mode)?;
+        let mut keep = input.attention_mask.to_dtype(dtype)?;
+        let n_prompt = match hooks.prompt {
+            Some(p) => {
+                let (pb, np, ph) = p.dims3()?;
+                if pb != b || ph != self.config.hidden_size {
+                    return Err(Error::Invalid(format!(
+                        "prompt has shape {:?}, expected [{b}, P, {}]",
+                        p.dims(),
+                        self.config.hidden_size
+                    )));
+                }
+                np
+            }
+            None => 0,
+        };
+        let mut n_prefix = 0;
+        if let Some(prefix) = hooks.prefix {
+            if prefix.len() != self.layers.len() {
+                return Err(Error::Invalid(format!(
+                    "{} prefix pairs for {} layers",
+                    prefix.len(),
+                    self.layers.len()
+                )));
+            }
+            n_prefix = prefix[0].0.dim(1)?;
+            for (k, v) in prefix {
+                for p in [k, v] {
+                    if p.dims() != [b, n_prefix, self.config.hidden_size] {
+                        return Err(Error::Invalid(format!(
+                            "prefix has shape {:?}, expected [{b}, {n_prefix}, {}]",
+                            p.dims(),
+                            self.config.hidden_size
+                        )));
+                    }
+                }
+            }
+        }
+        let extra = n_prompt + n_prefix;
+        if extra > 0 {
+            keep = Tensor::cat(
+                &[&Tensor::ones((b, extra), dtype, keep.device())?, &keep],
+                1,
+            )?;
+        }
+        let mask_add = ((keep.affine(-1.0, 1.0)?) * min)?.reshape((b, 1, 1, t + extra))?;
+        // Queries and keys of the tokens (incl. soft prompt tokens) see the whole
+        // mask; prefix keys come first, so the token part starts after them.
+        let mut x =
+            self.embeddings
+                .forward(&input.input_ids, &input.token_type_ids, hooks.prompt, mode)?;
+        for (i, layer) in self.layers.iter().enumerate() {
+            x = layer.forward(&x, &mask_add, mode, i, hooks)?;
+        }
+        if n_prompt > 0 {
+            x = x.narrow(1, n_prompt, t)?;
         }
         let pooled_output = match &self.pooler {
             Some(p) => Some(p.forward(&x)?),

@@ -62,6 +62,11 @@ pub struct TrainConfig {
     pub eval_batch_size: usize,
     /// Put the best dev weights back at the end (when a dev set is given).
     pub keep_best: bool,
+    /// Train only these parameters (by name); the others are not updated at all
+    /// (no step, no weight decay: they keep every bit) and their gradients are
+    /// dropped. `None` = every parameter. See [`crate::peft::Peft::trainable_names`].
+    #[serde(default)]
+    pub trainable: Option<Vec<String>>,
     /// Checkpoint folder for resuming; `None` = no checkpoints.
     #[serde(skip)]
     pub checkpoint_dir: Option<PathBuf>,
@@ -84,6 +89,7 @@ impl Default for TrainConfig {
             patience: None,
             eval_batch_size: 64,
             keep_best: true,
+            trainable: None,
             checkpoint_dir: None,
             checkpoint_every: None,
         }

@@ -157,6 +157,35 @@ fn moments_map(opt: &AdamW) -> HashMap<String, Tensor> {
     out
 }
 
+/// The parameters the run updates: all, or the named subset (every name must exist).
+fn trainable_params(
+    model: &BertTaskModel,
+    names: Option<&[String]>,
+) -> Result<Vec<(String, candle_core::Var)>> {
+    let all = model.named_parameters();
+    let Some(names) = names else {
+        return Ok(all);
+    };
+    if names.is_empty() {
+        return Err(Error::Invalid(
+            "the list of trainable parameters is empty".into(),
+        ));
+    }
+    let wanted: std::collections::BTreeSet<&str> = names.iter().map(String::as_str).collect();
+    if let Some(missing) = wanted
+        .iter()
+        .find(|n| !all.iter().any(|(m, _)| m.as_str() == **n))
+    {
+        return Err(Error::Invalid(format!(
+            "trainable parameter `{missing}` is not a parameter of the model"
+        )));
+    }
+    Ok(all
+        .into_iter()
+        .filter(|(n, _)| wanted.contains(n.as_str()))
+        .collect())
+}
+
 /// Trains `model` in place on `train`, evaluating on `dev` after every epoch.
 ///
 /// `pad_id` pads batches; `on_event` sees progress and may stop the run. With
@@ -182,7 +211,7 @@ pub fn train(
     }
     let dev = dev.filter(|d| !d.is_empty());
     let device = super::data::model_device(model);
-    let params = model.named_parameters();
+    let params = trainable_params(model, cfg.trainable.as_deref())?;
     let n = train.len();
     let n_batches = n.div_ceil(cfg.batch_size);
     let steps_per_epoch = n_batches.div_ceil(cfg.grad_accum);

@@ -1,0 +1,45 @@
+//! LoRA (Hu et al. 2021): `W x + (α/r) · B A x` on chosen linear maps of every layer.
+
+use candle_core::Tensor;
+
+use crate::models::bert::{LinearHook, LinearSite};
+use crate::Result;
+
+/// One adapter pair on one linear map.
+#[derive(Debug, Clone)]
+pub struct LoraPair {
+    /// `[r, in]`, uniform in `±1/√in` (PyTorch's default for a Linear, as loralib).
+    pub a: Tensor,
+    /// `[out, r]`, zeros: the adapted model starts as the frozen one.
+    pub b: Tensor,
+}
+
+/// LoRA adapters of every layer, indexed by layer and site.
+#[derive(Debug, Clone)]
+pub struct LoraAdapters {
+    /// `pairs[layer]`: the adapted sites of that layer.
+    pub pairs: Vec<Vec<(LinearSite, LoraPair)>>,
+    /// `alpha / rank`.
+    pub scale: f64,
+}
+
+impl LinearHook for LoraAdapters {
+    fn delta(&self, layer: usize, site: LinearSite, x: &Tensor) -> Result<Option<Tensor>> {
+        let Some((_, p)) = self
+            .pairs
+            .get(layer)
+            .and_then(|l| l.iter().find(|(s, _)| *s == site))
+        else {
+            return Ok(None);
+        };
+        let dims = x.dims().to_vec();
+        let in_dim = *dims.last().expect("rank >= 1");
+        let rows: usize = dims[..dims.len() - 1].iter().product();
+        let x2 = x.reshape((rows, in_dim))?;
+        let low = x2.matmul(&p.a.t()?)?; // [rows, r]
+        let up = (low.matmul(&p.b.t()?)? * self.scale)?; // [rows, out]
+        let mut out_dims = dims;
+        *out_dims.last_mut().expect("rank >= 1") = p.b.dim(0)?;
+        Ok(Some(up.reshape(out_dims)?))
+    }
+}
