@@ -81,6 +81,7 @@ pub struct Context {
 }
 
 fn main() -> ExitCode {
+    restore_sigpipe();
     let cli = Cli::parse();
     let assets_root = cli
         .assets
@@ -128,5 +129,15 @@ fn exit_code(err: &anyhow::Error) -> u8 {
         EXIT_USER
     } else {
         EXIT_INTERNAL
+    }
+}
+
+/// `fute ls | head` should end quietly like any Unix tool, not panic on a closed pipe:
+/// Rust ignores SIGPIPE by default, so restore the default action.
+fn restore_sigpipe() {
+    #[cfg(unix)]
+    // SAFETY: setting a signal's disposition to its default before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }

@@ -325,3 +325,37 @@ fn export_formats_hold_the_same_values() {
     );
     assert_eq!(v["id"], rec.id);
 }
+
+#[test]
+fn datasize_and_curvegrad_rankings() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let put = |name: &str, examples: u64, slopes: &[f32]| {
+        let mut m = meta(name, EmbeddingKind::Dte, "curvegrad", 1.0);
+        m.extra
+            .insert("dataset_examples".into(), serde_json::json!(examples));
+        let comps: Vec<(String, Vec<f32>)> = slopes
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (format!("s{i}"), vec![*s]))
+            .collect();
+        store.put(&m, &comps, StoredDType::F32).unwrap()
+    };
+    let t = put("target", 10, &[0.0, 0.0, 0.0]);
+    let big = put("big", 5000, &[-0.3, -0.2, -0.1]);
+    let small = put("small", 50, &[-0.1, -0.05, -0.01]);
+    let mid = put("mid", 500, &[-0.2, -0.1, -0.3]);
+    let cands = [big, small, mid];
+    let by_size: Vec<String> = store
+        .rank_by_datasize(&t, &cands)
+        .unwrap()
+        .into_iter()
+        .map(|r| r.name)
+        .collect();
+    assert_eq!(by_size, ["big", "mid", "small"]);
+    // Descending slopes: small is first on every component; mid beats big on two of three.
+    let by_curve = store.rank_by_component_values(&t, &cands).unwrap();
+    let names: Vec<&str> = by_curve.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["small", "mid", "big"]);
+    assert!((by_curve[0].score - 3.0 / 61.0).abs() < 1e-12);
+}

@@ -118,6 +118,8 @@ pub enum MethodArg {
     Fim,
     /// Mean-pooled final-layer states of the pre-trained surrogate (Vu et al.'s TextEmb; DTEs only).
     Textemb,
+    /// Loss-curve slopes at 10/20/30/50/70 % of fine-tuning (baseline; rank with --by curvegrad).
+    Curvegrad,
 }
 
 /// Fisher definitions.
@@ -158,14 +160,9 @@ impl CommonArgs {
                 max_len: self.max_len,
                 batch: self.batch,
             },
+            MethodArg::Curvegrad => Method::CurveGrad(self.training()),
             MethodArg::Fim => Method::Fim(FimConfig {
-                training: SurrogateTraining {
-                    epochs: self.epochs,
-                    lr: self.lr,
-                    batch: self.batch,
-                    grad_accum: self.grad_accum,
-                    max_len: self.max_len,
-                },
+                training: self.training(),
                 variant: match self.fisher {
                     FisherArg::PerExample => FisherVariant::PerExample,
                     FisherArg::PerBatch => FisherVariant::PerBatch,
@@ -182,6 +179,16 @@ impl CommonArgs {
                 layers: (!self.layers.is_empty()).then(|| self.layers.clone()),
                 workers: self.workers,
             }),
+        }
+    }
+
+    fn training(&self) -> SurrogateTraining {
+        SurrogateTraining {
+            epochs: self.epochs,
+            lr: self.lr,
+            batch: self.batch,
+            grad_accum: self.grad_accum,
+            max_len: self.max_len,
         }
     }
 
@@ -251,6 +258,7 @@ pub fn run(ctx: &Context, cmd: EmbedCmd) -> anyhow::Result<()> {
             let extra = BTreeMap::from([
                 ("dataset_hash".into(), ds.content_hash().into()),
                 ("split".into(), split.as_str().into()),
+                ("dataset_examples".into(), ds.split(split).len().into()),
             ]);
             let subject = Subject {
                 kind: SubjectKind::Dataset,

@@ -65,6 +65,17 @@ pub enum FormatArg {
     Json,
 }
 
+/// Ranking rules.
+#[derive(Clone, Copy, ValueEnum)]
+pub enum ByArg {
+    /// Cosine similarity (optionally centred, optionally fused over components).
+    Cosine,
+    /// Number of examples of each candidate's subject, largest first.
+    Datasize,
+    /// RRF of the candidates' loss-curve slopes (embeddings made with --method curvegrad).
+    Curvegrad,
+}
+
 /// `fute rank` options.
 #[derive(Args)]
 pub struct RankArgs {
@@ -86,6 +97,10 @@ pub struct RankArgs {
     /// Show only the best K.
     #[arg(long)]
     top: Option<usize>,
+    /// Ranking rule: cosine similarity to the target, or the target-independent
+    /// baselines DataSize (most examples first) and CurveGrad (RRF of loss-curve slopes).
+    #[arg(long, value_enum, default_value_t = ByArg::Cosine)]
+    by: ByArg,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -192,14 +207,26 @@ pub fn rank(ctx: &Context, args: RankArgs) -> anyhow::Result<()> {
             .map(|c| store.get(c))
             .collect::<Result<_, _>>()?
     };
-    let mut ranked = store.rank(
-        &target,
-        &candidates,
-        RankOptions {
-            centre: args.centre,
-            fuse_components: args.fuse,
-        },
-    )?;
+    let mut ranked = match args.by {
+        ByArg::Cosine => store.rank(
+            &target,
+            &candidates,
+            RankOptions {
+                centre: args.centre,
+                fuse_components: args.fuse,
+            },
+        )?,
+        ByArg::Datasize => store.rank_by_datasize(&target, &candidates)?,
+        ByArg::Curvegrad => {
+            if target.meta.space.method != "curvegrad" {
+                return Err(super::user(format!(
+                    "--by curvegrad ranks curvegrad embeddings, but the target {} was made with `{}`",
+                    target.id, target.meta.space.method
+                )));
+            }
+            store.rank_by_component_values(&target, &candidates)?
+        }
+    };
     if let Some(k) = args.top {
         ranked.truncate(k);
     }
@@ -212,20 +239,24 @@ pub fn rank(ctx: &Context, args: RankArgs) -> anyhow::Result<()> {
         target.meta.subject.name,
         target.meta.kind.as_str()
     );
-    let mut t = Table::new(&[
-        "RANK",
-        "ID",
-        "KIND",
-        "SUBJECT",
-        if args.fuse { "RRF" } else { "COSINE" },
-    ]);
+    let header = match args.by {
+        ByArg::Cosine if args.fuse => "RRF",
+        ByArg::Cosine => "COSINE",
+        ByArg::Datasize => "EXAMPLES",
+        ByArg::Curvegrad => "RRF",
+    };
+    let mut t = Table::new(&["RANK", "ID", "KIND", "SUBJECT", header]);
     for (i, r) in ranked.iter().enumerate() {
         t.row(vec![
             (i + 1).to_string(),
             r.id.clone(),
             r.kind.as_str().into(),
             r.name.clone(),
-            format!("{:.4}", r.score),
+            if matches!(args.by, ByArg::Datasize) {
+                format!("{:.0}", r.score)
+            } else {
+                format!("{:.4}", r.score)
+            },
         ]);
     }
     print!("{}", t.render());

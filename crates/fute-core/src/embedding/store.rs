@@ -337,6 +337,74 @@ impl Store {
     }
 }
 
+impl Store {
+    /// DataSize (Vu et al.): candidates ranked by the size of their subject's data,
+    /// largest first, whatever the target: the dataset's split size when recorded
+    /// (`dataset_examples`), else the number of examples embedded.
+    pub fn rank_by_datasize(
+        &self,
+        target: &EmbeddingRecord,
+        candidates: &[EmbeddingRecord],
+    ) -> Result<Vec<Ranked>> {
+        let scored: Vec<(&EmbeddingRecord, f64)> = candidates
+            .iter()
+            .filter(|c| c.id != target.id)
+            .map(|c| {
+                let extra = &c.meta.extra;
+                let n = extra
+                    .get("dataset_examples")
+                    .or_else(|| extra.get("probe_examples"))
+                    .and_then(serde_json::Value::as_f64)
+                    .unwrap_or(0.0);
+                (c, n)
+            })
+            .collect();
+        Ok(ranked(scored))
+    }
+
+    /// Ranks candidates by each of their (scalar) components, descending, and fuses
+    /// the rankings by RRF (k = 60): CurveGrad's rule. The target only fixes the space.
+    pub fn rank_by_component_values(
+        &self,
+        target: &EmbeddingRecord,
+        candidates: &[EmbeddingRecord],
+    ) -> Result<Vec<Ranked>> {
+        let candidates: Vec<&EmbeddingRecord> =
+            candidates.iter().filter(|c| c.id != target.id).collect();
+        for c in &candidates {
+            Self::check_same_space(target, c)?;
+        }
+        let values: Vec<Vec<(String, Vec<f32>)>> = candidates
+            .iter()
+            .map(|c| self.read(c))
+            .collect::<Result<_>>()?;
+        let n_comp = values.first().map_or(0, Vec::len);
+        let lists: Vec<Vec<f64>> = (0..n_comp)
+            .map(|k| {
+                values
+                    .iter()
+                    .map(|v| v[k].1.iter().map(|x| f64::from(*x)).sum::<f64>())
+                    .collect()
+            })
+            .collect();
+        let fused = reciprocal_rank_fusion(&lists, 60.0);
+        Ok(ranked(candidates.into_iter().zip(fused).collect()))
+    }
+}
+
+fn ranked(scored: Vec<(&EmbeddingRecord, f64)>) -> Vec<Ranked> {
+    let scores: Vec<f64> = scored.iter().map(|(_, s)| *s).collect();
+    order_by_score(&scores)
+        .into_iter()
+        .map(|i| Ranked {
+            id: scored[i].0.id.clone(),
+            name: scored[i].0.meta.subject.name.clone(),
+            kind: scored[i].0.meta.kind,
+            score: scored[i].1,
+        })
+        .collect()
+}
+
 type RowTuple = (String, i64, String, String, String, String);
 
 fn row_tuple(r: &rusqlite::Row<'_>) -> rusqlite::Result<RowTuple> {

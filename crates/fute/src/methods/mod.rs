@@ -1,5 +1,6 @@
 //! Embedding methods: how a surrogate and a probe set become a vector.
 
+pub mod curvegrad;
 pub mod fim;
 pub mod surrogate_training;
 pub mod textemb;
@@ -22,6 +23,8 @@ pub enum Method {
     },
     /// TaskEmb's diagonal Fisher of the surrogate fine-tuned on the probe set.
     Fim(fim::FimConfig),
+    /// Loss-curve slopes of a fine-tuning run (a ranking baseline; rank with `--by curvegrad`).
+    CurveGrad(surrogate_training::SurrogateTraining),
 }
 
 impl Method {
@@ -30,6 +33,7 @@ impl Method {
         match self {
             Method::TextEmb { .. } => "textemb",
             Method::Fim(_) => "fim",
+            Method::CurveGrad(_) => "curvegrad",
         }
     }
 
@@ -38,7 +42,7 @@ impl Method {
     pub fn uses_targets(&self) -> bool {
         match self {
             Method::TextEmb { .. } => false,
-            Method::Fim(_) => true,
+            Method::Fim(_) | Method::CurveGrad(_) => true,
         }
     }
 
@@ -49,6 +53,7 @@ impl Method {
                 BTreeMap::from([("max_len".into(), Value::from(*max_len))])
             }
             Method::Fim(c) => c.params(),
+            Method::CurveGrad(t) => t.params(),
         }
     }
 
@@ -65,6 +70,7 @@ impl Method {
                 textemb::embed(surrogate, probe, *max_len, *batch)
             }
             Method::Fim(c) => c.run(surrogate, probe, seed, report),
+            Method::CurveGrad(t) => curvegrad::run(surrogate, probe, t, seed, report),
         }
     }
 }
