@@ -4,10 +4,10 @@ pub mod assets;
 pub mod corpus;
 pub mod data;
 pub mod demo;
-pub mod predict;
-pub mod train;
 pub mod embed;
+pub mod predict;
 pub mod store;
+pub mod train;
 
 /// An error in what the user asked for, raised by the CLI itself (exit code 1).
 #[derive(Debug, thiserror::Error)]
