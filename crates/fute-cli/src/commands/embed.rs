@@ -4,6 +4,7 @@ use crate::Context;
 use clap::{Args, Subcommand, ValueEnum};
 use fute::embed::{embed, EmbedRequest, Embedded};
 use fute::methods::fim::{FimComponents, FimConfig};
+use fute::methods::peft::{default_lr, PeftMethod};
 use fute::methods::surrogate_training::SurrogateTraining;
 use fute::methods::Method;
 use fute::model_outputs::{outputs_on_corpus, SubjectModel};
@@ -13,6 +14,8 @@ use fute_core::dataset::Split;
 use fute_core::embedding::{EmbeddingKind, Store, StoredDType, Subject, SubjectKind};
 use fute_core::rng::SplitMix64;
 use fute_nn::fisher::FisherVariant;
+use fute_nn::models::bert::LinearSite;
+use fute_nn::peft::{LoraConfig, PeftConfig, PrefixConfig, PromptConfig, Reduce};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -25,6 +28,7 @@ pub enum EmbedCmd {
     /// Examples:
     ///   fute embed dataset imdb --method textemb --limit 1000
     ///   fute embed dataset tweets --method fim --fisher per-example --limit 500 --epochs 1
+    ///   fute embed dataset tweets --method prefix --prefix-len 16 --limit 300 --epochs 3
     #[command(verbatim_doc_comment)]
     Dataset {
         /// Dataset name (see `fute data list`).
@@ -79,9 +83,10 @@ pub struct CommonArgs {
     /// Epochs of surrogate fine-tuning before the embedding is read (fim).
     #[arg(long, default_value_t = 1)]
     pub epochs: usize,
-    /// Peak learning rate of that fine-tuning.
-    #[arg(long, default_value_t = 2e-5)]
-    pub lr: f64,
+    /// Peak learning rate of that fine-tuning [default: 2e-5 for fim and curvegrad,
+    /// 1e-2 for prefix and prompt-tuning, 1e-3 for lora and bitfit].
+    #[arg(long)]
+    pub lr: Option<f64>,
     /// Micro-batch size of fine-tuning (and of TextEmb's forward passes).
     #[arg(long, default_value_t = 16)]
     pub batch: usize,
@@ -106,6 +111,30 @@ pub struct CommonArgs {
     /// Only these encoder layers, comma-separated (0-based).
     #[arg(long, value_delimiter = ',')]
     pub layers: Vec<usize>,
+    /// Prefix length (prefix) or number of soft tokens (prompt-tuning).
+    #[arg(long, default_value_t = 16)]
+    pub prefix_len: usize,
+    /// Reparameterise the prefix by an MLP (TuPaTE's --prefix_projection).
+    #[arg(long)]
+    pub projection: bool,
+    /// Width of that MLP.
+    #[arg(long, default_value_t = 512)]
+    pub projection_dim: usize,
+    /// Dropout on the prefixes during training (FUTE 0.15, TuPaTE 0.1).
+    #[arg(long, default_value_t = 0.1)]
+    pub prefix_dropout: f64,
+    /// How a prefix / prompt table becomes a vector [default: layers for prefix, positions for prompt-tuning].
+    #[arg(long, value_enum)]
+    pub reduce: Option<ReduceArg>,
+    /// LoRA rank r.
+    #[arg(long, default_value_t = 8)]
+    pub lora_rank: usize,
+    /// LoRA scale numerator: updates are (alpha / r)·B·A·x.
+    #[arg(long, default_value_t = 16.0)]
+    pub lora_alpha: f64,
+    /// Linear maps of every layer that get LoRA adapters, comma-separated.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "query,value")]
+    pub lora_targets: Vec<LoraTargetArg>,
     /// OS threads of the Fisher pass.
     #[arg(long, default_value_t = 2)]
     pub workers: usize,
@@ -118,8 +147,44 @@ pub enum MethodArg {
     Fim,
     /// Mean-pooled final-layer states of the pre-trained surrogate (Vu et al.'s TextEmb; DTEs only).
     Textemb,
+    /// Prefix tuning (P-tuning v2) of the frozen surrogate; the vector is the prefix (FUTE + TuPaTE).
+    Prefix,
+    /// Soft prompt tokens before the input; the vector is their mean (TuPaTE).
+    PromptTuning,
+    /// LoRA adapters; the vector is every LoRA tensor (TuPaTE).
+    Lora,
+    /// Only the biases are tuned; the vector is every encoder bias (TuPaTE).
+    Bitfit,
     /// Loss-curve slopes at 10/20/30/50/70 % of fine-tuning (baseline; rank with --by curvegrad).
     Curvegrad,
+}
+
+/// Reductions of a prefix / prompt table.
+#[derive(Clone, Copy, ValueEnum)]
+pub enum ReduceArg {
+    /// Mean over prefix positions (TuPaTE).
+    Positions,
+    /// Mean over layers (the FUTE code; prefix only).
+    Layers,
+    /// No reduction.
+    Full,
+}
+
+/// Linear maps that can carry LoRA adapters (HF names after `encoder.layer.N.`).
+#[derive(Clone, Copy, ValueEnum)]
+pub enum LoraTargetArg {
+    /// `attention.self.query`.
+    Query,
+    /// `attention.self.key`.
+    Key,
+    /// `attention.self.value`.
+    Value,
+    /// `attention.output.dense`.
+    AttentionOutput,
+    /// `intermediate.dense`.
+    Intermediate,
+    /// `output.dense`.
+    Output,
 }
 
 /// Fisher definitions.
@@ -161,6 +226,9 @@ impl CommonArgs {
                 batch: self.batch,
             },
             MethodArg::Curvegrad => Method::CurveGrad(self.training()),
+            MethodArg::Prefix | MethodArg::PromptTuning | MethodArg::Lora | MethodArg::Bitfit => {
+                self.peft()
+            }
             MethodArg::Fim => Method::Fim(FimConfig {
                 training: self.training(),
                 variant: match self.fisher {
@@ -185,11 +253,55 @@ impl CommonArgs {
     fn training(&self) -> SurrogateTraining {
         SurrogateTraining {
             epochs: self.epochs,
-            lr: self.lr,
+            lr: self.lr.unwrap_or(2e-5),
             batch: self.batch,
             grad_accum: self.grad_accum,
             max_len: self.max_len,
         }
+    }
+
+    fn peft(&self) -> Method {
+        let peft = match self.method {
+            MethodArg::Prefix => PeftConfig::Prefix(PrefixConfig {
+                len: self.prefix_len,
+                projection: self.projection.then_some(self.projection_dim),
+                dropout: self.prefix_dropout,
+            }),
+            MethodArg::PromptTuning => PeftConfig::PromptTuning(PromptConfig {
+                len: self.prefix_len,
+            }),
+            MethodArg::Lora => PeftConfig::Lora(LoraConfig {
+                rank: self.lora_rank,
+                alpha: self.lora_alpha,
+                targets: self
+                    .lora_targets
+                    .iter()
+                    .map(|t| match t {
+                        LoraTargetArg::Query => LinearSite::Query,
+                        LoraTargetArg::Key => LinearSite::Key,
+                        LoraTargetArg::Value => LinearSite::Value,
+                        LoraTargetArg::AttentionOutput => LinearSite::AttentionOutput,
+                        LoraTargetArg::Intermediate => LinearSite::Intermediate,
+                        LoraTargetArg::Output => LinearSite::Output,
+                    })
+                    .collect(),
+            }),
+            _ => PeftConfig::BitFit,
+        };
+        let reduce = match (self.reduce, &peft) {
+            (Some(ReduceArg::Positions), _) => Reduce::Positions,
+            (Some(ReduceArg::Layers), _) => Reduce::Layers,
+            (Some(ReduceArg::Full), _) => Reduce::Full,
+            (None, PeftConfig::Prefix(_)) => Reduce::Layers,
+            (None, _) => Reduce::Positions,
+        };
+        let mut training = self.training();
+        training.lr = self.lr.unwrap_or_else(|| default_lr(&peft));
+        Method::Peft(PeftMethod {
+            training,
+            peft,
+            reduce,
+        })
     }
 
     fn dtype(&self) -> StoredDType {

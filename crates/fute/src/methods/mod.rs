@@ -2,6 +2,7 @@
 
 pub mod curvegrad;
 pub mod fim;
+pub mod peft;
 pub mod surrogate_training;
 pub mod textemb;
 
@@ -23,6 +24,9 @@ pub enum Method {
     },
     /// TaskEmb's diagonal Fisher of the surrogate fine-tuned on the probe set.
     Fim(fim::FimConfig),
+    /// The TuPaTE family (`prefix`, `prompt-tuning`, `lora`, `bitfit`): the tuned
+    /// parameters of a frozen surrogate.
+    Peft(peft::PeftMethod),
     /// Loss-curve slopes of a fine-tuning run (a ranking baseline; rank with `--by curvegrad`).
     CurveGrad(surrogate_training::SurrogateTraining),
 }
@@ -33,6 +37,7 @@ impl Method {
         match self {
             Method::TextEmb { .. } => "textemb",
             Method::Fim(_) => "fim",
+            Method::Peft(p) => p.name(),
             Method::CurveGrad(_) => "curvegrad",
         }
     }
@@ -42,7 +47,7 @@ impl Method {
     pub fn uses_targets(&self) -> bool {
         match self {
             Method::TextEmb { .. } => false,
-            Method::Fim(_) | Method::CurveGrad(_) => true,
+            Method::Fim(_) | Method::CurveGrad(_) | Method::Peft(_) => true,
         }
     }
 
@@ -53,6 +58,7 @@ impl Method {
                 BTreeMap::from([("max_len".into(), Value::from(*max_len))])
             }
             Method::Fim(c) => c.params(),
+            Method::Peft(p) => p.params(),
             Method::CurveGrad(t) => t.params(),
         }
     }
@@ -70,6 +76,7 @@ impl Method {
                 textemb::embed(surrogate, probe, *max_len, *batch)
             }
             Method::Fim(c) => c.run(surrogate, probe, seed, report),
+            Method::Peft(p) => p.run(surrogate, probe, seed, report),
             Method::CurveGrad(t) => curvegrad::run(surrogate, probe, t, seed, report),
         }
     }

@@ -96,11 +96,27 @@ pub fn trained_surrogate(
     seed: u64,
     report: &mut dyn FnMut(String),
 ) -> anyhow::Result<BertTaskModel> {
+    trained_surrogate_with(surrogate, probe, examples, cfg, seed, |_| Ok(None), report)
+}
+
+/// [`trained_surrogate`] with a hook between building and training: `prepare`
+/// may change the model (attach parameter-efficient modules) and returns the
+/// names of the parameters to train (`None` = all; the rest stay bit-for-bit frozen).
+pub fn trained_surrogate_with(
+    surrogate: &Surrogate,
+    probe: &ProbeSet,
+    examples: &[TrainExample],
+    cfg: &SurrogateTraining,
+    seed: u64,
+    prepare: impl FnOnce(&mut BertTaskModel) -> anyhow::Result<Option<Vec<String>>>,
+    report: &mut dyn FnMut(String),
+) -> anyhow::Result<BertTaskModel> {
     let opts = BuildOptions {
         seed,
         ..Default::default()
     };
-    let model = BertTaskModel::from_folder(&surrogate.dir, head_spec(probe.head), &opts)?;
+    let mut model = BertTaskModel::from_folder(&surrogate.dir, head_spec(probe.head), &opts)?;
+    let trainable = prepare(&mut model)?;
     if cfg.epochs == 0 {
         return Ok(model);
     }
@@ -113,6 +129,7 @@ pub fn trained_surrogate(
             ..Default::default()
         },
         seed,
+        trainable,
         ..Default::default()
     };
     train(
@@ -122,19 +139,23 @@ pub fn trained_surrogate(
         surrogate.tokenizer.pad_id(),
         &train_cfg,
         &mut |e| {
-            if let Event::Step {
-                step,
-                total_steps,
-                loss,
-                examples,
-                elapsed,
-                ..
-            } = e
-            {
-                report(format!(
+            match e {
+                Event::Step {
+                    step,
+                    total_steps,
+                    loss,
+                    examples,
+                    elapsed,
+                    ..
+                } => report(format!(
                     "training surrogate: step {step}/{total_steps}, loss {loss:.4}, {:.1} ex/s",
                     *examples as f64 / elapsed.max(1e-9)
-                ));
+                )),
+                Event::Epoch(r) => report(format!(
+                    "training surrogate: epoch {} mean loss {:.4}",
+                    r.epoch, r.train_loss
+                )),
+                _ => {}
             }
             Control::Continue
         },
