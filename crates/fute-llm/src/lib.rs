@@ -1,14 +1,38 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
-}
+//! LLMs as task solvers: turn "LLM + prompt + input" into a label distribution.
+//!
+//! - [`LlmBackend`]: one trait for next-token scores at the first answer
+//!   position, greedy generation and perplexity, with two real backends:
+//!   [`GgufBackend`] (a local `.gguf` on candle, tokenizer and chat template
+//!   from the file's metadata) and [`HttpBackend`] (any OpenAI-compatible
+//!   server: llama.cpp, vLLM, TGI, a hosted API).
+//! - [`PromptSet`]: prompts as data (templates with `{{text}}` /
+//!   `{{premise}}` / `{{hypothesis}}` slots, verbalisers per label, vanilla or
+//!   chain-of-thought), with the paper's two sets built in
+//!   ([`PromptSet::builtin`]) and user sets loaded from TOML or JSON.
+//! - [`label_distribution`]: the FUTE reference's label distribution (best
+//!   first-token verbaliser score per label at the first non-whitespace
+//!   generated step, softmax over labels, optional clipping at 0).
+//! - [`CachedBackend`]: every call cached on disk (append-only JSONL), so a
+//!   rerun costs nothing and a crash loses nothing.
+#![warn(missing_docs)]
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+pub mod backend;
+pub mod cache;
+pub mod chat;
+mod error;
+pub mod gguf;
+pub mod http;
+pub mod label;
+pub mod prompts;
 
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
-    }
-}
+pub use backend::{
+    AnswerScores, BackendIdentity, CandidateScore, GenerateOptions, Generation, LlmBackend,
+    Perplexity, ScoreKind, ScoreQuery, TokenScore,
+};
+pub use cache::{default_cache_dir, CacheStats, CachedBackend, CallCache};
+pub use chat::{ChatMessage, ChatTemplate, Role};
+pub use error::{Error, Result};
+pub use gguf::{GgufBackend, GgufTokenizer};
+pub use http::{Endpoint, HttpBackend, HttpConfig};
+pub use label::{label_distribution, LabelDistribution, LabelSettings};
+pub use prompts::{PromptInput, PromptMode, PromptSet, PromptSpec, Verbalizer};

@@ -1,0 +1,286 @@
+//! Every LLM call cached on disk, so a rerun costs nothing and a crash loses
+//! nothing.
+//!
+//! [`CallCache`] is an append-only JSONL file per backend identity
+//! (`<dir>/<kind>-<model hash>.jsonl`), one line `{"key", "op", "value"}` per
+//! call, flushed when the call returns. A line cut off by a crash is skipped
+//! when the file is opened again. [`CachedBackend`] wraps any
+//! [`LlmBackend`]; the key is the sha256 of (backend kind, model, model hash,
+//! operation, the exact messages or text, every setting of the request).
+//! Failed calls are not cached.
+
+use crate::backend::{
+    AnswerScores, BackendIdentity, GenerateOptions, Generation, LlmBackend, Perplexity, ScoreQuery,
+};
+use crate::chat::ChatMessage;
+use crate::{Error, Result};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+/// `<workspace>/.fute/cache/llm`.
+pub fn default_cache_dir(workspace: impl AsRef<Path>) -> PathBuf {
+    workspace.as_ref().join(".fute").join("cache").join("llm")
+}
+
+/// An append-only JSONL file of call results keyed by hash.
+#[derive(Debug)]
+pub struct CallCache {
+    path: PathBuf,
+    entries: Mutex<HashMap<String, Value>>,
+    file: Mutex<File>,
+    skipped_lines: usize,
+}
+
+impl CallCache {
+    /// Opens (creating) the cache file at `path` and loads its entries.
+    ///
+    /// # Errors
+    /// [`Error::Io`] when the file cannot be created or read.
+    pub fn open(path: impl Into<PathBuf>) -> Result<Self> {
+        let path = path.into();
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+        }
+        let mut file = OpenOptions::new()
+            .create(true)
+            .read(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
+        let mut entries = HashMap::new();
+        let mut skipped_lines = 0;
+        for line in BufReader::new(&file).lines() {
+            let line = line.map_err(|e| Error::io(&path, e))?;
+            if line.trim().is_empty() {
+                continue;
+            }
+            match serde_json::from_str::<Value>(&line) {
+                Ok(Value::Object(mut obj)) => match (obj.remove("key"), obj.remove("value")) {
+                    (Some(Value::String(key)), Some(value)) => {
+                        entries.insert(key, value);
+                    }
+                    _ => skipped_lines += 1,
+                },
+                _ => skipped_lines += 1,
+            }
+        }
+        // A crash may have left a last line without its newline: end it so the
+        // next entry starts on a line of its own.
+        let len = file.metadata().map_err(|e| Error::io(&path, e))?.len();
+        if len > 0 {
+            let mut last = [0u8; 1];
+            file.seek(SeekFrom::Start(len - 1))
+                .and_then(|_| file.read_exact(&mut last))
+                .map_err(|e| Error::io(&path, e))?;
+            if last[0] != b'\n' {
+                file.write_all(b"\n").map_err(|e| Error::io(&path, e))?;
+            }
+        }
+        Ok(CallCache {
+            path,
+            entries: Mutex::new(entries),
+            file: Mutex::new(file),
+            skipped_lines,
+        })
+    }
+
+    /// The cache file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Number of cached calls.
+    pub fn len(&self) -> usize {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Whether nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Lines that could not be read when the file was opened (a line cut off
+    /// by a crash).
+    pub fn skipped_lines(&self) -> usize {
+        self.skipped_lines
+    }
+
+    /// The cached value of `key`.
+    pub fn get(&self, key: &str) -> Option<Value> {
+        self.entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .cloned()
+    }
+
+    /// Records `value` under `key` (appended and flushed at once).
+    ///
+    /// # Errors
+    /// [`Error::Io`] when the file cannot be written.
+    pub fn put(&self, key: &str, op: &str, value: Value) -> Result<()> {
+        let mut line = serde_json::to_string(&json!({ "key": key, "op": op, "value": value }))
+            .map_err(|e| Error::Cache {
+                path: self.path.display().to_string(),
+                message: e.to_string(),
+            })?;
+        line.push('\n');
+        {
+            let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
+            file.write_all(line.as_bytes())
+                .and_then(|_| file.flush())
+                .map_err(|e| Error::io(&self.path, e))?;
+        }
+        self.entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key.to_string(), value);
+        Ok(())
+    }
+}
+
+/// Hits and misses of a [`CachedBackend`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    /// Calls answered from the cache.
+    pub hits: u64,
+    /// Calls passed to the backend (and then cached).
+    pub misses: u64,
+}
+
+/// Any backend with its calls cached on disk.
+#[derive(Debug)]
+pub struct CachedBackend<B> {
+    inner: B,
+    identity: BackendIdentity,
+    cache: CallCache,
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+impl<B: LlmBackend> CachedBackend<B> {
+    /// Wraps `inner`, caching in `dir` (e.g. [`default_cache_dir`]).
+    ///
+    /// # Errors
+    /// [`Error::Io`] when the cache file cannot be opened.
+    pub fn open(inner: B, dir: impl AsRef<Path>) -> Result<Self> {
+        let identity = inner.identity();
+        let short: String = hex::encode(Sha256::digest(
+            format!(
+                "{}\n{}\n{}",
+                identity.kind, identity.model, identity.model_hash
+            )
+            .as_bytes(),
+        ))
+        .chars()
+        .take(16)
+        .collect();
+        let kind: String = identity
+            .kind
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric())
+            .collect();
+        let cache = CallCache::open(dir.as_ref().join(format!("{kind}-{short}.jsonl")))?;
+        Ok(CachedBackend {
+            inner,
+            identity,
+            cache,
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+        })
+    }
+
+    /// The wrapped backend.
+    pub fn inner(&self) -> &B {
+        &self.inner
+    }
+
+    /// The cache.
+    pub fn cache(&self) -> &CallCache {
+        &self.cache
+    }
+
+    /// Hits and misses since this value was made.
+    pub fn stats(&self) -> CacheStats {
+        CacheStats {
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+        }
+    }
+
+    fn key(&self, op: &str, request: &Value) -> String {
+        let material = json!({
+            "kind": self.identity.kind,
+            "model": self.identity.model,
+            "model_hash": self.identity.model_hash,
+            "op": op,
+            "request": request,
+        });
+        hex::encode(Sha256::digest(material.to_string().as_bytes()))
+    }
+
+    fn cached<T: Serialize + DeserializeOwned>(
+        &self,
+        op: &str,
+        request: Value,
+        compute: impl FnOnce() -> Result<T>,
+    ) -> Result<T> {
+        let key = self.key(op, &request);
+        if let Some(value) = self.cache.get(&key) {
+            if let Ok(hit) = serde_json::from_value::<T>(value) {
+                self.hits.fetch_add(1, Ordering::Relaxed);
+                return Ok(hit);
+            }
+        }
+        self.misses.fetch_add(1, Ordering::Relaxed);
+        let fresh = compute()?;
+        let value = serde_json::to_value(&fresh).map_err(|e| Error::Cache {
+            path: self.cache.path().display().to_string(),
+            message: e.to_string(),
+        })?;
+        self.cache.put(&key, op, value)?;
+        Ok(fresh)
+    }
+}
+
+impl<B: LlmBackend> LlmBackend for CachedBackend<B> {
+    fn identity(&self) -> BackendIdentity {
+        self.identity.clone()
+    }
+
+    fn render_chat(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String> {
+        self.inner.render_chat(messages, add_generation_prompt)
+    }
+
+    fn score_answer(&self, messages: &[ChatMessage], query: &ScoreQuery) -> Result<AnswerScores> {
+        self.cached(
+            "score_answer",
+            json!({ "messages": messages, "query": query }),
+            || self.inner.score_answer(messages, query),
+        )
+    }
+
+    fn generate(&self, messages: &[ChatMessage], options: &GenerateOptions) -> Result<Generation> {
+        self.cached(
+            "generate",
+            json!({ "messages": messages, "options": options }),
+            || self.inner.generate(messages, options),
+        )
+    }
+
+    fn perplexity(&self, text: &str, add_bos: bool) -> Result<Perplexity> {
+        self.cached(
+            "perplexity",
+            json!({ "text": text, "add_bos": add_bos }),
+            || self.inner.perplexity(text, add_bos),
+        )
+    }
+}

@@ -1,0 +1,552 @@
+//! A local `.gguf` LLM on candle (`quantized_llama`), with its tokenizer and
+//! chat template built from the file's metadata.
+
+use crate::backend::{
+    is_whitespace_token, log_softmax, AnswerScores, BackendIdentity, CandidateScore,
+    GenerateOptions, Generation, LlmBackend, Perplexity, ScoreKind, ScoreQuery, TokenScore,
+};
+use crate::chat::{ChatMessage, ChatTemplate};
+use crate::{Error, Result};
+use candle_core::quantized::gguf_file;
+use candle_core::{Device, Tensor};
+use candle_transformers::models::quantized_llama::ModelWeights;
+use sha2::{Digest, Sha256};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
+use tokenizers::models::bpe::BPE;
+use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+use tokenizers::pre_tokenizers::digits::Digits;
+use tokenizers::pre_tokenizers::sequence::Sequence;
+use tokenizers::{AddedToken, Tokenizer};
+
+/// GGUF token type of control tokens (`<|im_start|>`, `<|endoftext|>`, ...).
+const TOKEN_TYPE_CONTROL: i32 = 3;
+
+/// The byte-level BPE tokenizer described by a GGUF file's metadata
+/// (`tokenizer.ggml.tokens`, `tokenizer.ggml.merges`, pre-tokenizer `smollm`:
+/// single digits, then the GPT-2 split), with control tokens recognised in text.
+pub struct GgufTokenizer {
+    inner: Tokenizer,
+    bos: Option<u32>,
+    eos: Option<u32>,
+    add_bos: bool,
+    control: Vec<u32>,
+    vocab_size: usize,
+}
+
+impl std::fmt::Debug for GgufTokenizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GgufTokenizer")
+            .field("vocab_size", &self.vocab_size)
+            .field("bos", &self.bos)
+            .field("eos", &self.eos)
+            .finish()
+    }
+}
+
+fn meta<'a>(content: &'a gguf_file::Content, key: &str) -> Option<&'a gguf_file::Value> {
+    content.metadata.get(key)
+}
+
+fn meta_strings(content: &gguf_file::Content, key: &str) -> Result<Vec<String>> {
+    let value = meta(content, key)
+        .ok_or_else(|| Error::Tokenizer(format!("GGUF metadata lacks `{key}`")))?;
+    let items = value
+        .to_vec()
+        .map_err(|e| Error::Tokenizer(format!("`{key}`: {e}")))?;
+    items
+        .iter()
+        .map(|v| {
+            v.to_string()
+                .cloned()
+                .map_err(|e| Error::Tokenizer(format!("`{key}`: {e}")))
+        })
+        .collect()
+}
+
+impl GgufTokenizer {
+    /// Builds the tokenizer from GGUF metadata.
+    ///
+    /// # Errors
+    /// [`Error::Tokenizer`] when the metadata is missing or describes an
+    /// unsupported tokenizer (only `gpt2`-style BPE with the `smollm`,
+    /// `gpt2` or `default` pre-tokenizer is supported).
+    pub fn from_gguf(content: &gguf_file::Content) -> Result<Self> {
+        let model = meta(content, "tokenizer.ggml.model")
+            .and_then(|v| v.to_string().ok().cloned())
+            .unwrap_or_default();
+        if model != "gpt2" {
+            return Err(Error::Tokenizer(format!(
+                "tokenizer model `{model}` is not supported (byte-level BPE `gpt2` only)"
+            )));
+        }
+        let pre = meta(content, "tokenizer.ggml.pre")
+            .and_then(|v| v.to_string().ok().cloned())
+            .unwrap_or_else(|| "default".into());
+        let split_digits = match pre.as_str() {
+            "smollm" | "starcoder" | "refact" => true,
+            "gpt2" | "default" => false,
+            other => {
+                return Err(Error::Tokenizer(format!(
+                    "pre-tokenizer `{other}` is not supported (smollm, starcoder, gpt2)"
+                )))
+            }
+        };
+        let tokens = meta_strings(content, "tokenizer.ggml.tokens")?;
+        let merges = meta_strings(content, "tokenizer.ggml.merges")?;
+        let types: Vec<i32> = match meta(content, "tokenizer.ggml.token_type") {
+            Some(v) => v
+                .to_vec()
+                .map_err(|e| Error::Tokenizer(e.to_string()))?
+                .iter()
+                .map(|t| t.to_i32().unwrap_or(1))
+                .collect(),
+            None => vec![1; tokens.len()],
+        };
+        let vocab: tokenizers::models::bpe::Vocab = tokens
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.clone(), i as u32))
+            .collect();
+        let merges: Vec<(String, String)> = merges
+            .iter()
+            .map(|m| {
+                m.split_once(' ')
+                    .map(|(a, b)| (a.to_string(), b.to_string()))
+                    .ok_or_else(|| Error::Tokenizer(format!("bad merge `{m}`")))
+            })
+            .collect::<Result<_>>()?;
+        let bpe = BPE::builder()
+            .vocab_and_merges(vocab, merges)
+            .build()
+            .map_err(|e| Error::Tokenizer(e.to_string()))?;
+        let mut inner = Tokenizer::new(bpe);
+        let byte_level = ByteLevel::new(false, false, true);
+        if split_digits {
+            inner.with_pre_tokenizer(Some(Sequence::new(vec![
+                Digits::new(true).into(),
+                byte_level.into(),
+            ])));
+        } else {
+            inner.with_pre_tokenizer(Some(byte_level));
+        }
+        inner.with_decoder(Some(ByteLevelDecoder::default()));
+        let control: Vec<u32> = types
+            .iter()
+            .enumerate()
+            .filter(|(_, &t)| t == TOKEN_TYPE_CONTROL)
+            .map(|(i, _)| i as u32)
+            .collect();
+        let specials: Vec<AddedToken> = control
+            .iter()
+            .map(|&i| AddedToken::from(tokens[i as usize].clone(), true))
+            .collect();
+        inner
+            .add_special_tokens(specials)
+            .map_err(|e| Error::Tokenizer(e.to_string()))?;
+        let id = |key: &str| meta(content, key).and_then(|v| v.to_u32().ok());
+        let add_bos = meta(content, "tokenizer.ggml.add_bos_token")
+            .and_then(|v| v.to_bool().ok())
+            .unwrap_or(false);
+        Ok(GgufTokenizer {
+            inner,
+            bos: id("tokenizer.ggml.bos_token_id"),
+            eos: id("tokenizer.ggml.eos_token_id"),
+            add_bos,
+            control,
+            vocab_size: tokens.len(),
+        })
+    }
+
+    /// Token ids of `text` (control tokens such as `<|im_start|>` written in
+    /// the text become their ids, like llama.cpp with `special = true`; no BOS).
+    ///
+    /// # Errors
+    /// [`Error::Tokenizer`] on an encoding failure.
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        let encoding = self
+            .inner
+            .encode(text, false)
+            .map_err(|e| Error::Tokenizer(e.to_string()))?;
+        Ok(encoding.get_ids().to_vec())
+    }
+
+    /// The text of `ids` (control tokens kept).
+    ///
+    /// # Errors
+    /// [`Error::Tokenizer`] on an unknown id.
+    pub fn decode(&self, ids: &[u32]) -> Result<String> {
+        self.inner
+            .decode(ids, false)
+            .map_err(|e| Error::Tokenizer(e.to_string()))
+    }
+
+    /// BOS token id, if the model has one.
+    pub fn bos(&self) -> Option<u32> {
+        self.bos
+    }
+
+    /// EOS token id, if the model has one.
+    pub fn eos(&self) -> Option<u32> {
+        self.eos
+    }
+
+    /// Whether the model asks for a BOS at the start of every prompt.
+    pub fn add_bos(&self) -> bool {
+        self.add_bos
+    }
+
+    /// Whether `id` is a control token.
+    pub fn is_control(&self, id: u32) -> bool {
+        self.control.binary_search(&id).is_ok()
+    }
+
+    /// Vocabulary size.
+    pub fn vocab_size(&self) -> usize {
+        self.vocab_size
+    }
+}
+
+/// A `.gguf` llama-architecture model (e.g. SmolLM2-135M-Instruct) run on
+/// candle's CPU device.
+pub struct GgufBackend {
+    path: PathBuf,
+    name: String,
+    hash: String,
+    tokenizer: GgufTokenizer,
+    template: ChatTemplate,
+    model: Mutex<ModelWeights>,
+    device: Device,
+    stop_ids: Vec<u32>,
+}
+
+impl std::fmt::Debug for GgufBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GgufBackend")
+            .field("path", &self.path)
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+/// Name of the packaged SmolLM2 GGUF inside asset `smollm2`.
+pub const SMOLLM2_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
+
+fn sha256_file(path: &Path) -> Result<String> {
+    let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf).map_err(|e| Error::io(path, e))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hex::encode(hasher.finalize()))
+}
+
+impl GgufBackend {
+    /// Loads a `.gguf` file: weights, tokenizer and chat template.
+    ///
+    /// # Errors
+    /// [`Error::Model`] when the file cannot be read or is not a supported
+    /// llama-architecture GGUF; [`Error::Tokenizer`] for its tokenizer.
+    pub fn load(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let model_err = |message: String| Error::Model {
+            path: path.display().to_string(),
+            message,
+        };
+        let hash = sha256_file(path)?;
+        let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+        let content = gguf_file::Content::read(&mut file).map_err(|e| model_err(e.to_string()))?;
+        let tokenizer = GgufTokenizer::from_gguf(&content)?;
+        let template =
+            match meta(&content, "tokenizer.chat_template").and_then(|v| v.to_string().ok()) {
+                Some(t) => ChatTemplate::from_jinja(t)?,
+                None => ChatTemplate::default(),
+            };
+        let name = meta(&content, "general.name")
+            .and_then(|v| v.to_string().ok().cloned())
+            .unwrap_or_else(|| {
+                path.file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_default()
+            });
+        let device = Device::Cpu;
+        let model = ModelWeights::from_gguf(content, &mut file, &device)
+            .map_err(|e| model_err(e.to_string()))?;
+        let mut stop_ids: Vec<u32> = tokenizer.eos().into_iter().collect();
+        for special in ["<|im_end|>", "<|endoftext|>"] {
+            if let Ok(ids) = tokenizer.encode(special) {
+                if let [id] = ids[..] {
+                    if tokenizer.is_control(id) && !stop_ids.contains(&id) {
+                        stop_ids.push(id);
+                    }
+                }
+            }
+        }
+        Ok(GgufBackend {
+            path: path.to_path_buf(),
+            name,
+            hash,
+            tokenizer,
+            template,
+            model: Mutex::new(model),
+            device,
+            stop_ids,
+        })
+    }
+
+    /// Loads the packaged SmolLM2-135M-Instruct (asset `smollm2`, see
+    /// `fute assets fetch smollm2`).
+    ///
+    /// # Errors
+    /// When the asset is not fetched, or as [`GgufBackend::load`].
+    pub fn smollm2() -> Result<Self> {
+        let dir = fute_core::assets::Assets::from_env()
+            .dir("smollm2")
+            .map_err(|e| Error::Invalid(e.to_string()))?;
+        Self::load(dir.join(SMOLLM2_FILE))
+    }
+
+    /// The model file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The tokenizer built from the file's metadata.
+    pub fn tokenizer(&self) -> &GgufTokenizer {
+        &self.tokenizer
+    }
+
+    /// The chat template from the file's metadata.
+    pub fn template(&self) -> &ChatTemplate {
+        &self.template
+    }
+
+    fn infer_err(e: candle_core::Error) -> Error {
+        Error::Inference(e.to_string())
+    }
+
+    /// Runs `tokens` starting at position `pos` (0 resets the KV cache) and
+    /// returns the logits after the last one.
+    fn forward(&self, model: &mut ModelWeights, tokens: &[u32], pos: usize) -> Result<Vec<f32>> {
+        let input = Tensor::new(tokens, &self.device)
+            .and_then(|t| t.unsqueeze(0))
+            .map_err(Self::infer_err)?;
+        let logits = model.forward(&input, pos).map_err(Self::infer_err)?;
+        logits
+            .squeeze(0)
+            .and_then(|t| t.to_dtype(candle_core::DType::F32))
+            .and_then(|t| t.to_vec1::<f32>())
+            .map_err(Self::infer_err)
+    }
+
+    fn prompt_ids(&self, messages: &[ChatMessage]) -> Result<Vec<u32>> {
+        let text = self.template.render(messages, true);
+        let mut ids = Vec::new();
+        if self.tokenizer.add_bos() {
+            ids.extend(self.tokenizer.bos());
+        }
+        ids.extend(self.tokenizer.encode(&text)?);
+        if ids.is_empty() {
+            return Err(Error::Invalid("empty prompt".into()));
+        }
+        Ok(ids)
+    }
+
+    /// Greedy token ids after `prompt` ids (no chat template), at most
+    /// `max_tokens`, stopping at an end-of-turn token.
+    ///
+    /// # Errors
+    /// Inference failures.
+    pub fn greedy_ids(&self, prompt: &[u32], max_tokens: usize) -> Result<Vec<u32>> {
+        let mut model = self.model.lock().unwrap_or_else(|p| p.into_inner());
+        let mut logits = self.forward(&mut model, prompt, 0)?;
+        let mut pos = prompt.len();
+        let mut out = Vec::new();
+        while out.len() < max_tokens {
+            let next = argmax(&logits);
+            if self.stop_ids.contains(&next) {
+                break;
+            }
+            out.push(next);
+            logits = self.forward(&mut model, &[next], pos)?;
+            pos += 1;
+        }
+        Ok(out)
+    }
+}
+
+fn argmax(values: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, &v) in values.iter().enumerate() {
+        if v > values[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+fn top_k(values: &[f32], k: usize) -> Vec<(u32, f32)> {
+    let mut idx: Vec<u32> = (0..values.len() as u32).collect();
+    let k = k.min(values.len());
+    if k == 0 {
+        return Vec::new();
+    }
+    idx.select_nth_unstable_by(k - 1, |&a, &b| {
+        values[b as usize]
+            .total_cmp(&values[a as usize])
+            .then(a.cmp(&b))
+    });
+    idx.truncate(k);
+    idx.sort_by(|&a, &b| {
+        values[b as usize]
+            .total_cmp(&values[a as usize])
+            .then(a.cmp(&b))
+    });
+    idx.into_iter().map(|i| (i, values[i as usize])).collect()
+}
+
+impl LlmBackend for GgufBackend {
+    fn identity(&self) -> BackendIdentity {
+        BackendIdentity {
+            kind: "gguf".into(),
+            model: self.name.clone(),
+            model_hash: self.hash.clone(),
+        }
+    }
+
+    fn render_chat(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String> {
+        Ok(self.template.render(messages, add_generation_prompt))
+    }
+
+    fn score_answer(&self, messages: &[ChatMessage], query: &ScoreQuery) -> Result<AnswerScores> {
+        let prompt = self.prompt_ids(messages)?;
+        let mut model = self.model.lock().unwrap_or_else(|p| p.into_inner());
+        let mut logits = self.forward(&mut model, &prompt, 0)?;
+        let mut pos = prompt.len();
+        let mut greedy = Vec::new();
+        let max_steps = query.max_steps.max(1);
+        let mut step = 0;
+        loop {
+            let next = argmax(&logits);
+            let text = self.tokenizer.decode(&[next])?;
+            greedy.push(text.clone());
+            let last = step + 1 >= max_steps || self.stop_ids.contains(&next);
+            if !is_whitespace_token(&text) || last {
+                break;
+            }
+            logits = self.forward(&mut model, &[next], pos)?;
+            pos += 1;
+            step += 1;
+        }
+        drop(model);
+        let (kind, scores) = if query.raw_logits {
+            (ScoreKind::Logits, logits)
+        } else {
+            (ScoreKind::LogProbs, log_softmax(&logits))
+        };
+        let top = top_k(&scores, query.top_k)
+            .into_iter()
+            .map(|(id, score)| {
+                Ok(TokenScore {
+                    id: Some(id),
+                    text: self.tokenizer.decode(&[id])?,
+                    score,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let candidates = query
+            .candidates
+            .iter()
+            .map(|c| {
+                let ids = self.tokenizer.encode(c)?;
+                Ok(match ids.first() {
+                    Some(&id) => CandidateScore {
+                        candidate: c.clone(),
+                        token: Some(self.tokenizer.decode(&[id])?),
+                        score: Some(scores[id as usize]),
+                    },
+                    None => CandidateScore {
+                        candidate: c.clone(),
+                        token: None,
+                        score: None,
+                    },
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(AnswerScores {
+            kind,
+            step,
+            greedy,
+            top,
+            candidates,
+            floor: None,
+        })
+    }
+
+    fn generate(&self, messages: &[ChatMessage], options: &GenerateOptions) -> Result<Generation> {
+        let prompt = self.prompt_ids(messages)?;
+        let mut model = self.model.lock().unwrap_or_else(|p| p.into_inner());
+        let mut logits = self.forward(&mut model, &prompt, 0)?;
+        let mut pos = prompt.len();
+        let mut ids = Vec::new();
+        let mut finish = "length";
+        let mut text = String::new();
+        while ids.len() < options.max_tokens {
+            let next = argmax(&logits);
+            if self.stop_ids.contains(&next) {
+                finish = "stop";
+                break;
+            }
+            ids.push(next);
+            text = self.tokenizer.decode(&ids)?;
+            if let Some(cut) = options
+                .stop
+                .iter()
+                .filter_map(|s| text.find(s.as_str()))
+                .min()
+            {
+                text.truncate(cut);
+                finish = "stop";
+                break;
+            }
+            if ids.len() == options.max_tokens {
+                break;
+            }
+            logits = self.forward(&mut model, &[next], pos)?;
+            pos += 1;
+        }
+        Ok(Generation {
+            text,
+            n_tokens: ids.len(),
+            finish_reason: finish.into(),
+        })
+    }
+
+    fn perplexity(&self, text: &str, add_bos: bool) -> Result<Perplexity> {
+        let mut ids = Vec::new();
+        if add_bos {
+            ids.extend(self.tokenizer.bos());
+        }
+        ids.extend(self.tokenizer.encode(text)?);
+        if ids.len() < 2 {
+            return Err(Error::Invalid(
+                "perplexity needs at least two tokens".into(),
+            ));
+        }
+        let mut model = self.model.lock().unwrap_or_else(|p| p.into_inner());
+        let mut logprobs = Vec::with_capacity(ids.len() - 1);
+        for pos in 0..ids.len() - 1 {
+            let logits = self.forward(&mut model, &ids[pos..pos + 1], pos)?;
+            let lp = log_softmax(&logits);
+            logprobs.push(lp[ids[pos + 1] as usize] as f64);
+        }
+        Ok(Perplexity::from_logprobs(&logprobs))
+    }
+}

@@ -1,0 +1,134 @@
+//! Real tier: the packaged SmolLM2-135M-Instruct GGUF on candle (skipped when
+//! asset `smollm2` is not fetched, unless FUTE_REQUIRE_ASSETS=1).
+
+use fute_core::testing::real_asset;
+use fute_llm::gguf::SMOLLM2_FILE;
+use fute_llm::{
+    label_distribution, ChatMessage, GgufBackend, LabelSettings, LlmBackend, PromptInput,
+    PromptSet, ScoreKind, ScoreQuery,
+};
+use std::sync::OnceLock;
+
+fn smollm2() -> Option<&'static GgufBackend> {
+    static MODEL: OnceLock<Option<GgufBackend>> = OnceLock::new();
+    MODEL
+        .get_or_init(|| {
+            let dir = real_asset("smollm2")?;
+            Some(GgufBackend::load(dir.join(SMOLLM2_FILE)).expect("load SmolLM2"))
+        })
+        .as_ref()
+}
+
+#[test]
+fn tokenizer_and_greedy_ids_match_llama_cpp() {
+    let Some(model) = smollm2() else { return };
+    let tok = model.tokenizer();
+    // Reference ids from llama.cpp (llama-cpp-python 0.3.36), models-data.md §2.
+    let prompt = tok.encode("The capital of France is").unwrap();
+    assert_eq!(prompt, [504, 3575, 282, 4649, 314]);
+    let greedy = model.greedy_ids(&prompt, 12).unwrap();
+    assert_eq!(
+        greedy,
+        [7042, 30, 198, 198, 504, 1797, 1918, 553, 253, 2155, 282, 4723]
+    );
+    assert_eq!(
+        tok.decode(&greedy).unwrap(),
+        " Paris.\n\nThe United States has a population of approximately"
+    );
+    // Control tokens written in the text are single ids; round trips are exact.
+    let chat = "<|im_start|>user\nHi 2024!<|im_end|>\n";
+    let ids = tok.encode(chat).unwrap();
+    assert!(tok.is_control(ids[0]));
+    assert_eq!(tok.decode(&ids).unwrap(), chat);
+}
+
+#[test]
+fn chat_template_comes_from_the_gguf() {
+    let Some(model) = smollm2() else { return };
+    let text = model.render_chat(&[ChatMessage::user("Hi")], true).unwrap();
+    assert_eq!(
+        text,
+        "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+    );
+}
+
+#[test]
+fn scores_generation_perplexity_and_label_distribution() {
+    let Some(model) = smollm2() else { return };
+    let messages = [ChatMessage::user(
+        "Is the sentiment of this review positive or negative? Review: A wonderful, moving film with great acting. Answer with one word.",
+    )];
+    let query = ScoreQuery {
+        candidates: vec!["positive".into(), "Positive".into(), "negative".into()],
+        top_k: 5,
+        ..ScoreQuery::default()
+    };
+    let scores = model.score_answer(&messages, &query).unwrap();
+    assert_eq!(scores.kind, ScoreKind::LogProbs);
+    assert_eq!(scores.top.len(), 5);
+    assert!(scores.top.windows(2).all(|w| w[0].score >= w[1].score));
+    let total: f64 = scores.top.iter().map(|t| (t.score as f64).exp()).sum();
+    assert!(total <= 1.0 + 1e-4);
+    assert!(scores.candidates.iter().all(|c| c.score.is_some()));
+
+    let raw = model
+        .score_answer(
+            &messages,
+            &ScoreQuery {
+                raw_logits: true,
+                ..query.clone()
+            },
+        )
+        .unwrap();
+    assert_eq!(raw.kind, ScoreKind::Logits);
+    // Logits and log-probs differ by one constant.
+    let shift = raw.top[0].score - scores.top[0].score;
+    for (a, b) in raw.top.iter().zip(&scores.top) {
+        assert!((a.score - b.score - shift).abs() < 1e-3);
+    }
+
+    let generation = model
+        .generate(
+            &messages,
+            &fute_llm::GenerateOptions {
+                max_tokens: 8,
+                stop: vec![],
+            },
+        )
+        .unwrap();
+    assert!(generation.n_tokens > 0 && generation.n_tokens <= 8);
+
+    let ppl = model
+        .perplexity("The capital of France is Paris.", false)
+        .unwrap();
+    assert_eq!(ppl.n_scored, 6);
+    assert!(ppl.ppl.is_finite() && ppl.ppl > 1.0);
+    let gibberish = model
+        .perplexity("France the Paris capital of is.", false)
+        .unwrap();
+    assert!(gibberish.ppl > ppl.ppl, "{} vs {}", gibberish.ppl, ppl.ppl);
+
+    let set = PromptSet::builtin("sa").unwrap();
+    let input = PromptInput::text("A wonderful, moving film with great acting.");
+    let dist = label_distribution(model, &set, 6, &input, &LabelSettings::default()).unwrap();
+    assert_eq!(dist.labels, ["negative", "positive"]);
+    assert!((dist.probs.iter().sum::<f64>() - 1.0).abs() < 1e-9);
+    assert!(dist.imputed.iter().all(|i| !i));
+    let clipped = label_distribution(
+        model,
+        &set,
+        6,
+        &input,
+        &LabelSettings {
+            clip_at_zero: true,
+            ..LabelSettings::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(clipped.kind, ScoreKind::Logits);
+    assert!(clipped.scores.iter().all(|s| *s >= 0.0));
+    eprintln!(
+        "SA prompt 6: {:?} (greedy {:?}); clipped {:?}",
+        dist.probs, dist.greedy, clipped.probs
+    );
+}
