@@ -22,6 +22,7 @@ pub mod heads;
 pub mod loss;
 pub mod models;
 pub mod nn;
+pub mod ops;
 pub mod params;
 pub mod peft;
 pub mod rng;

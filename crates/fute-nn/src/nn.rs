@@ -5,7 +5,7 @@
 //! candle-nn's fused `LayerNorm`/`ops::layer_norm`/`softmax_last_dim` are never
 //! used: they silently drop gradients (see `research/rust-stack.md` §1.3).
 
-use candle_core::{DType, Tensor, D};
+use candle_core::Tensor;
 
 use crate::params::{Init, Need, Params};
 use crate::rng::SeededRng;
@@ -127,14 +127,10 @@ impl LayerNorm {
     }
 
     /// `(x - mean) / sqrt(var + eps) * weight + bias` with the biased variance, as PyTorch.
+    ///
+    /// One fused pass forward and one backward ([`crate::ops::layer_norm`]).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let mean = x.mean_keepdim(D::Minus1)?;
-        let centred = x.broadcast_sub(&mean)?;
-        let var = centred.sqr()?.mean_keepdim(D::Minus1)?;
-        let normed = centred.broadcast_div(&(var + self.eps)?.sqrt()?)?;
-        Ok(normed
-            .broadcast_mul(&self.weight)?
-            .broadcast_add(&self.bias)?)
+        crate::ops::layer_norm(x, &self.weight, &self.bias, self.eps)
     }
 }
 
@@ -162,16 +158,9 @@ impl Embedding {
         let dim = self.weight.dim(1)?;
         let mut out_dims = ids.dims().to_vec();
         out_dims.push(dim);
-        let flat = ids.flatten_all()?.to_dtype(DType::U32)?;
-        let rows = self.weight.index_select(&flat, 0)?;
-        let rows = match self.padding_idx {
-            Some(pad) if flat.to_vec1::<u32>()?.contains(&pad) => {
-                // Same values, but padding rows come from a detached copy: no gradient.
-                let is_pad = flat.eq(pad)?.unsqueeze(1)?.broadcast_as(rows.shape())?;
-                is_pad.where_cond(&rows.detach(), &rows)?
-            }
-            _ => rows,
-        };
+        // One fused gather; backward builds the dense table gradient in one pass
+        // and leaves the padding row without gradient.
+        let rows = crate::ops::embedding(&self.weight, ids, self.padding_idx)?;
         Ok(rows.reshape(out_dims)?)
     }
 }
@@ -200,15 +189,12 @@ impl Activation {
 
     /// Applies the activation element-wise.
     ///
-    /// GELU is composed from `erf`, whose backward uses the exact derivative;
+    /// GELU is our fused op ([`crate::ops::gelu_erf`]) with the exact derivative;
     /// candle's fused `gelu_erf` backward rounds `1/√(2π)` to 6 digits, which
     /// would show up in f64 finite-difference checks.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         Ok(match self {
-            Self::Gelu => {
-                let e = (x * std::f64::consts::FRAC_1_SQRT_2)?.erf()?;
-                (x * 0.5)?.mul(&(e + 1.0)?)?
-            }
+            Self::Gelu => crate::ops::gelu_erf(x)?,
             Self::GeluTanh => {
                 let c = (2.0 / std::f64::consts::PI).sqrt();
                 let cube = x.sqr()?.mul(x)?;

@@ -16,7 +16,7 @@
 //! The model files are not touched: the pass is assembled from the model's public
 //! parts ([`Linear`], [`LayerNorm`], [`Activation`]).
 
-use candle_core::{DType, Device, Tensor, Var, D};
+use candle_core::{DType, Device, Tensor, Var};
 
 use crate::heads::{BertTaskModel, Head, HeadSpec, TaskOutput};
 use crate::models::bert::BertInput;
@@ -298,9 +298,8 @@ impl FisherNet {
             let k = split(l.key.lin.forward(&x)?)?;
             let v = split(l.value.lin.forward(&x)?)?;
             let scale = 1.0 / (self.head_dim as f64).sqrt();
-            let scores = (q.matmul(&k.t()?.contiguous()?)? * scale)?;
-            let scores = scores.broadcast_add(&mask_add)?;
-            let probs = candle_nn::ops::softmax(&scores, D::Minus1)?;
+            let scores = q.matmul(&k.t()?)?;
+            let probs = crate::ops::masked_softmax(&scores, &mask_add, scale)?;
             let ctx =
                 probs
                     .matmul(&v)?

@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use candle_core::{DType, Tensor, D};
+use candle_core::{DType, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::nn::{Activation, Embedding, LayerNorm, Linear, Mode};
@@ -503,9 +503,8 @@ impl BertSelfAttention {
             v = Tensor::cat(&[&split(pv.to_dtype(x.dtype())?)?, &v], 2)?;
         }
         let scale = 1.0 / (self.head_dim as f64).sqrt();
-        let scores = (q.matmul(&k.t()?.contiguous()?)? * scale)?;
-        let scores = scores.broadcast_add(mask_add)?;
-        let probs = candle_nn::ops::softmax(&scores, D::Minus1)?;
+        let scores = q.matmul(&k.t()?)?;
+        let probs = crate::ops::masked_softmax(&scores, mask_add, scale)?;
         let probs = mode.dropout(&probs, self.dropout)?;
         let ctx = probs.matmul(&v)?; // [B, heads, T, head_dim]
         Ok(ctx

@@ -1,0 +1,273 @@
+//! Fused ops: values against the composite candle ops, gradients against the
+//! composite backward and against f64 central finite differences.
+
+use candle_core::{DType, Device, Tensor, Var, D};
+
+use super::{embedding, gelu_erf, layer_norm, masked_softmax};
+use crate::rng::SeededRng;
+
+fn randn(shape: &[usize], scale: f64, seed: u64, dtype: DType) -> Tensor {
+    let rng = SeededRng::new(seed);
+    let n: usize = shape.iter().product();
+    let v: Vec<f64> = (0..n).map(|_| rng.normal() * scale).collect();
+    Tensor::from_vec(v, shape, &Device::Cpu)
+        .unwrap()
+        .to_dtype(dtype)
+        .unwrap()
+}
+
+fn vec(t: &Tensor) -> Vec<f64> {
+    t.to_dtype(DType::F64)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap()
+}
+
+fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
+    vec(a)
+        .iter()
+        .zip(vec(b))
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f64::max)
+}
+
+/// An attention-like mask `[B, 1, 1, K]`: 0 or the dtype's lowest value.
+fn mask(b: usize, k: usize, dtype: DType) -> Tensor {
+    let min = if dtype == DType::F64 {
+        f64::MIN
+    } else {
+        f32::MIN as f64
+    };
+    let v: Vec<f64> = (0..b * k)
+        .map(|i| if i % k >= k - 1 - i / k { min } else { 0.0 })
+        .collect();
+    Tensor::from_vec(v, (b, 1, 1, k), &Device::Cpu)
+        .unwrap()
+        .to_dtype(dtype)
+        .unwrap()
+}
+
+type Op = dyn Fn(&[Tensor]) -> Tensor;
+
+/// Name, composite op, fused op, inputs, number of inputs with gradients.
+type Case = (&'static str, Box<Op>, Box<Op>, Vec<Tensor>, usize);
+
+fn composite_softmax(t: &[Tensor]) -> Tensor {
+    let z = (&t[0] * 0.3).unwrap().broadcast_add(&t[1]).unwrap();
+    candle_nn::ops::softmax(&z, D::Minus1).unwrap()
+}
+
+fn fused_softmax(t: &[Tensor]) -> Tensor {
+    masked_softmax(&t[0], &t[1], 0.3).unwrap()
+}
+
+fn composite_gelu(t: &[Tensor]) -> Tensor {
+    let x = &t[0];
+    let e = (x * std::f64::consts::FRAC_1_SQRT_2)
+        .unwrap()
+        .erf()
+        .unwrap();
+    (x * 0.5).unwrap().mul(&(e + 1.0).unwrap()).unwrap()
+}
+
+fn fused_gelu(t: &[Tensor]) -> Tensor {
+    gelu_erf(&t[0]).unwrap()
+}
+
+fn composite_ln(t: &[Tensor]) -> Tensor {
+    let x = &t[0];
+    let mean = x.mean_keepdim(D::Minus1).unwrap();
+    let c = x.broadcast_sub(&mean).unwrap();
+    let var = c.sqr().unwrap().mean_keepdim(D::Minus1).unwrap();
+    c.broadcast_div(&(var + 1e-5).unwrap().sqrt().unwrap())
+        .unwrap()
+        .broadcast_mul(&t[1])
+        .unwrap()
+        .broadcast_add(&t[2])
+        .unwrap()
+}
+
+fn fused_ln(t: &[Tensor]) -> Tensor {
+    layer_norm(&t[0], &t[1], &t[2], 1e-5).unwrap()
+}
+
+fn composite_embedding(t: &[Tensor]) -> Tensor {
+    // What `nn::Embedding` did before the fused op: padding rows (id 0) detached.
+    let rows = t[0].index_select(&t[1], 0).unwrap();
+    let is_pad = t[1]
+        .eq(0u32)
+        .unwrap()
+        .unsqueeze(1)
+        .unwrap()
+        .broadcast_as(rows.shape())
+        .unwrap();
+    is_pad.where_cond(&rows.detach(), &rows).unwrap()
+}
+
+fn fused_embedding(t: &[Tensor]) -> Tensor {
+    embedding(&t[0], &t[1], Some(0)).unwrap()
+}
+
+/// Inputs of each op (the ones with gradients first, `n_vars` of them).
+fn cases(dtype: DType) -> Vec<Case> {
+    vec![
+        (
+            "masked softmax",
+            Box::new(composite_softmax),
+            Box::new(fused_softmax),
+            vec![randn(&[2, 3, 4, 5], 2.0, 1, dtype), mask(2, 5, dtype)],
+            1,
+        ),
+        (
+            "gelu",
+            Box::new(composite_gelu),
+            Box::new(fused_gelu),
+            vec![randn(&[3, 7, 11], 1.5, 2, dtype)],
+            1,
+        ),
+        (
+            "layer norm",
+            Box::new(composite_ln),
+            Box::new(fused_ln),
+            vec![
+                (randn(&[2, 3, 9], 1.0, 3, dtype) + 0.7).unwrap(),
+                (randn(&[9], 0.3, 4, dtype) + 1.0).unwrap(),
+                randn(&[9], 0.3, 5, dtype),
+            ],
+            3,
+        ),
+        (
+            "embedding",
+            Box::new(composite_embedding),
+            Box::new(fused_embedding),
+            vec![
+                randn(&[6, 4], 1.0, 6, dtype),
+                Tensor::new(&[3u32, 0, 5, 3, 1, 0, 3], &Device::Cpu).unwrap(),
+            ],
+            1,
+        ),
+    ]
+}
+
+/// Gradients of `Σ op(inputs) ⊙ r` with respect to the first `n_vars` inputs.
+fn grads(op: &Op, inputs: &[Tensor], n_vars: usize, r: &Tensor) -> (Tensor, Vec<Tensor>) {
+    let vars: Vec<Var> = inputs[..n_vars]
+        .iter()
+        .map(|t| Var::from_tensor(t).unwrap())
+        .collect();
+    let mut args: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
+    args.extend(inputs[n_vars..].iter().cloned());
+    let y = op(&args);
+    let loss = (&y * r).unwrap().sum_all().unwrap();
+    let g = loss.backward().unwrap();
+    let gs = vars
+        .iter()
+        .map(|v| g.get(v.as_tensor()).expect("gradient").clone())
+        .collect();
+    (y, gs)
+}
+
+#[test]
+fn fused_ops_match_composite_ops_and_their_gradients() {
+    for dtype in [DType::F32, DType::F64] {
+        let tol = if dtype == DType::F32 { 2e-6 } else { 1e-14 };
+        for (name, composite, fused, inputs, n_vars) in cases(dtype) {
+            let r = randn(composite(&inputs).dims(), 1.0, 9, dtype);
+            let (y0, g0) = grads(composite.as_ref(), &inputs, n_vars, &r);
+            let (y1, g1) = grads(fused.as_ref(), &inputs, n_vars, &r);
+            let d = max_abs_diff(&y0, &y1);
+            assert!(d <= tol, "{name} {dtype:?}: values differ by {d}");
+            for (i, (a, b)) in g0.iter().zip(&g1).enumerate() {
+                let scale = vec(a).iter().fold(1.0f64, |m, v| m.max(v.abs()));
+                let d = max_abs_diff(a, b) / scale;
+                assert!(
+                    d <= 10.0 * tol,
+                    "{name} {dtype:?} input {i}: gradients differ by {d}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn fused_gelu_forward_is_bit_identical_to_the_composite_form() {
+    let x = randn(&[4, 1000], 3.0, 11, DType::F32);
+    let a: Vec<f32> = composite_gelu(std::slice::from_ref(&x))
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    let b: Vec<f32> = fused_gelu(&[x]).flatten_all().unwrap().to_vec1().unwrap();
+    assert_eq!(a, b);
+}
+
+#[test]
+fn fused_ops_pass_f64_finite_differences() {
+    let h = 1e-6;
+    for (name, _, fused, inputs, n_vars) in cases(DType::F64) {
+        let r = randn(fused(&inputs).dims(), 1.0, 9, DType::F64);
+        let (_, analytic) = grads(fused.as_ref(), &inputs, n_vars, &r);
+        let loss = |inputs: &[Tensor]| -> f64 {
+            (fused(inputs) * &r)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f64>()
+                .unwrap()
+        };
+        for i in 0..n_vars {
+            let base = vec(&inputs[i]);
+            let an = vec(&analytic[i]);
+            // The embedding's padding row (id 0, the first 4 values) has no gradient
+            // by design (PyTorch `padding_idx`), although the output depends on it.
+            let first = if name == "embedding" { 4 } else { 0 };
+            for j in first..base.len() {
+                let at = |delta: f64| {
+                    let mut v = base.clone();
+                    v[j] += delta;
+                    let mut ins = inputs.to_vec();
+                    ins[i] = Tensor::from_vec(v, inputs[i].shape(), &Device::Cpu).unwrap();
+                    loss(&ins)
+                };
+                let fd = (at(h) - at(-h)) / (2.0 * h);
+                let err = (fd - an[j]).abs() / an[j].abs().max(1e-3);
+                assert!(
+                    err < 1e-6,
+                    "{name} input {i}[{j}]: analytic {} vs finite difference {fd}",
+                    an[j]
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn fused_ops_do_not_depend_on_the_thread_count() {
+    // More rows than one parallel block, so blocks run on different threads.
+    let x = randn(&[70, 33], 1.0, 21, DType::F32);
+    let w = randn(&[33], 1.0, 22, DType::F32);
+    let b = randn(&[33], 1.0, 23, DType::F32);
+    let run = |threads: usize| -> (Vec<f32>, Vec<f32>) {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            let (y, g) = grads(
+                &|t: &[Tensor]| layer_norm(&t[0], &t[1], &t[2], 1e-12).unwrap(),
+                &[x.clone(), w.clone(), b.clone()],
+                3,
+                &x,
+            );
+            let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let mut gs = Vec::new();
+            for g in &g {
+                gs.extend(flat(g));
+            }
+            (flat(&y), gs)
+        })
+    };
+    assert_eq!(run(1), run(3));
+}
