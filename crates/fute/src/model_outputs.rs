@@ -9,13 +9,12 @@
 //! Outputs are appended to a JSONL cache, one line per input, keyed by
 //! (model hash, U hash): a rerun costs nothing and an interrupted run resumes.
 
-use crate::probe::{ProbeHead, ProbeTargets};
+use crate::probe::{text_input, ProbeHead, ProbeTargets};
 use anyhow::{bail, Context as _};
 use candle_core::{Device, D};
 use fute_core::corpus::Corpus;
 use fute_nn::{BertTaskModel, BuildOptions, HeadSpec, Mode, TextInput, TextTokenizer, Truncation};
 use serde::{Deserialize, Serialize};
-use sha2::Digest;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -43,24 +42,6 @@ pub struct SubjectModel {
     tokenizer: TextTokenizer,
 }
 
-fn hash_files(dir: &Path, files: &[&str]) -> anyhow::Result<String> {
-    let mut h = sha2::Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    for f in files {
-        let path = dir.join(f);
-        let mut file =
-            std::fs::File::open(&path).with_context(|| format!("reading {}", path.display()))?;
-        loop {
-            let n = std::io::Read::read(&mut file, &mut buf)?;
-            if n == 0 {
-                break;
-            }
-            h.update(&buf[..n]);
-        }
-    }
-    Ok(hex::encode(h.finalize()))
-}
-
 impl SubjectModel {
     /// Loads a fine-tuned model folder (head taken from its config).
     pub fn open(dir: &Path) -> anyhow::Result<Self> {
@@ -82,7 +63,7 @@ impl SubjectModel {
         let head =
             HeadSpec::from_config(model.config()).expect("from_task_folder checked the head");
         let tokenizer = TextTokenizer::from_folder(dir)?;
-        let hash = hash_files(dir, &["config.json", "model.safetensors", "tokenizer.json"])?;
+        let hash = crate::surrogate::hash_model_folder(dir)?;
         Ok(SubjectModel {
             dir: dir.to_path_buf(),
             hash,
@@ -104,14 +85,7 @@ impl SubjectModel {
     /// Runs the model on a batch of inputs.
     pub fn run(&self, inputs: &[Vec<String>], max_len: usize) -> anyhow::Result<Vec<Output>> {
         let qa = self.head == HeadSpec::QuestionAnswering;
-        let texts: Vec<TextInput> = inputs
-            .iter()
-            .map(|s| match s.as_slice() {
-                [a] => TextInput::Single(a),
-                [a, b, ..] => TextInput::Pair(a, b),
-                [] => TextInput::Single(""),
-            })
-            .collect();
+        let texts: Vec<TextInput> = inputs.iter().map(|s| text_input(s)).collect();
         let trunc = if qa {
             Truncation::OnlySecond
         } else {

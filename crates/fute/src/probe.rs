@@ -8,6 +8,15 @@ use fute_core::rng::SplitMix64;
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
 
+/// The tokenizer input of 1 or 2 segments (more are ignored; none is an empty text).
+pub fn text_input(segments: &[String]) -> fute_nn::TextInput<'_> {
+    match segments {
+        [a] => fute_nn::TextInput::Single(a),
+        [a, b, ..] => fute_nn::TextInput::Pair(a, b),
+        [] => fute_nn::TextInput::Single(""),
+    }
+}
+
 /// Targets of a probe set.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]

@@ -37,6 +37,26 @@ pub fn resolve_model_dir(
     )))
 }
 
+/// sha256 over a model folder's `config.json`, `tokenizer.json` and `model.safetensors`:
+/// the identity of a model (a surrogate's defines the space; a subject model's keys its cache).
+pub fn hash_model_folder(dir: &Path) -> anyhow::Result<String> {
+    let mut h = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    for f in ["config.json", "tokenizer.json", "model.safetensors"] {
+        let path = dir.join(f);
+        let mut file =
+            std::fs::File::open(&path).with_context(|| format!("reading {}", path.display()))?;
+        loop {
+            let n = std::io::Read::read(&mut file, &mut buf)?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+        }
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
 impl Surrogate {
     /// Opens a surrogate folder, checking its files.
     pub fn open(dir: &Path) -> anyhow::Result<Self> {
@@ -49,20 +69,7 @@ impl Surrogate {
                 )));
             }
         }
-        let mut h = sha2::Sha256::new();
-        for f in ["config.json", "tokenizer.json", "model.safetensors"] {
-            let mut file = std::fs::File::open(dir.join(f))
-                .with_context(|| format!("reading {}", dir.join(f).display()))?;
-            let mut buf = vec![0u8; 1 << 20];
-            loop {
-                let n = std::io::Read::read(&mut file, &mut buf)?;
-                if n == 0 {
-                    break;
-                }
-                h.update(&buf[..n]);
-            }
-        }
-        let hash = hex::encode(h.finalize());
+        let hash = hash_model_folder(dir)?;
         let tokenizer = TextTokenizer::from_folder(dir)?;
         let config = BertConfig::from_file(dir.join("config.json"))?;
         Ok(Surrogate {

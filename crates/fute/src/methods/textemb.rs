@@ -1,6 +1,6 @@
 //! TextEmb: the average, over inputs, of each input's mask-aware mean final-layer state.
 
-use crate::probe::ProbeSet;
+use crate::probe::{text_input, ProbeSet};
 use crate::surrogate::Surrogate;
 use candle_core::{DType, Device};
 use fute_nn::{BertTaskModel, BuildOptions, HeadSpec, Mode, TextInput, Truncation};
@@ -21,14 +21,7 @@ pub fn embed(
     let hidden = surrogate.config.hidden_size;
     let mut sum = vec![0f64; hidden];
     for chunk in probe.inputs.chunks(batch.max(1)) {
-        let inputs: Vec<TextInput> = chunk
-            .iter()
-            .map(|s| match s.as_slice() {
-                [a] => TextInput::Single(a),
-                [a, b, ..] => TextInput::Pair(a, b),
-                [] => TextInput::Single(""),
-            })
-            .collect();
+        let inputs: Vec<TextInput> = chunk.iter().map(|s| text_input(s)).collect();
         let enc = surrogate
             .tokenizer
             .encode_batch(&inputs, max_len, Truncation::LongestFirst)?;
