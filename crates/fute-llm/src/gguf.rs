@@ -160,6 +160,15 @@ impl GgufTokenizer {
         })
     }
 
+    /// Reads only the metadata of the `.gguf` file at `path` and builds its
+    /// tokenizer (e.g. to give an [`crate::HttpBackend`] exact verbaliser tokens).
+    ///
+    /// # Errors
+    /// [`Error::Model`] when the file is not GGUF, or as [`GgufTokenizer::from_gguf`].
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
+        Self::from_gguf(&read_metadata(path.as_ref())?)
+    }
+
     /// Token ids of `text` (control tokens such as `<|im_start|>` written in
     /// the text become their ids, like llama.cpp with `special = true`; no BOS).
     ///
@@ -206,6 +215,28 @@ impl GgufTokenizer {
     /// Vocabulary size.
     pub fn vocab_size(&self) -> usize {
         self.vocab_size
+    }
+}
+
+fn read_metadata(path: &Path) -> Result<gguf_file::Content> {
+    let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    gguf_file::Content::read(&mut file).map_err(|e| Error::Model {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    })
+}
+
+/// The chat template stored in the `.gguf` file at `path` (ChatML only; the
+/// default when the file has none).
+///
+/// # Errors
+/// [`Error::Model`] when the file is not GGUF; [`Error::Invalid`] when its
+/// template is not ChatML.
+pub fn chat_template_from_file(path: impl AsRef<Path>) -> Result<ChatTemplate> {
+    let content = read_metadata(path.as_ref())?;
+    match meta(&content, "tokenizer.chat_template").and_then(|v| v.to_string().ok()) {
+        Some(t) => ChatTemplate::from_jinja(t),
+        None => Ok(ChatTemplate::default()),
     }
 }
 

@@ -42,6 +42,57 @@ fn tokenizer_and_greedy_ids_match_llama_cpp() {
     assert_eq!(tok.decode(&ids).unwrap(), chat);
 }
 
+/// Token ids from llama.cpp's own tokenizer (llama-cpp-python 0.3.36 server,
+/// `POST /extras/tokenize`, special tokens parsed) for the same GGUF.
+const LLAMA_CPP_IDS: &[(&str, &[u32])] = &[
+    ("The capital of France is", &[504, 3575, 282, 4649, 314]),
+    (
+        "Hello  world!\n\n  Tabs\tand 12345 numbers, 3.14 and 1,000,000.",
+        &[
+            19556, 216, 905, 17, 8866, 312, 7366, 197, 397, 216, 33, 34, 35, 36, 37, 2966, 28, 216,
+            35, 30, 33, 36, 284, 216, 33, 28, 32, 32, 32, 28, 32, 32, 32, 30,
+        ],
+    ),
+    (
+        "It's a don't-miss film; I'd say it's GREAT!!! 10/10 :)",
+        &[
+            1589, 506, 253, 1326, 982, 29, 8637, 4771, 43, 339, 6737, 1643, 357, 506, 23675, 2062,
+            29646, 216, 33, 32, 31, 33, 32, 33480,
+        ],
+    ),
+    (
+        "Café naïve résumé — “quoted” ‘text’ … 日本語 😀",
+        &[
+            51, 1939, 2756, 15486, 46494, 412, 2756, 5422, 2756, 1841, 619, 385, 5036, 573, 1551,
+            2692, 417, 5548, 17097, 241, 115, 40993, 179, 120, 248, 40303, 218,
+        ],
+    ),
+    (
+        "<|im_start|>user\nIs this review positive or negative?<|im_end|>\n<|im_start|>assistant\n",
+        &[
+            1, 4093, 198, 4182, 451, 2523, 2731, 355, 3524, 47, 2, 198, 1, 520, 9531, 198,
+        ],
+    ),
+    (
+        "   leading spaces and trailing   ",
+        &[256, 2899, 5600, 284, 35079, 333],
+    ),
+    ("yes", &[10407]),
+    ("Yes", &[10539]),
+    ("positive", &[16185]),
+    ("Positive", &[31176]),
+    ("maybe", &[27066]),
+    ("contradiction", &[2651, 2270, 2032]),
+];
+
+#[test]
+fn token_ids_equal_llama_cpp_on_varied_texts() {
+    let Some(model) = smollm2() else { return };
+    for (text, want) in LLAMA_CPP_IDS {
+        assert_eq!(model.tokenizer().encode(text).unwrap(), *want, "{text:?}");
+    }
+}
+
 #[test]
 fn chat_template_comes_from_the_gguf() {
     let Some(model) = smollm2() else { return };
