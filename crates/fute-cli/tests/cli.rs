@@ -244,3 +244,102 @@ fn data_list_shows_real_counts() {
         "{table}"
     );
 }
+
+fn tiny_bert() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fute-nn/tests/fixtures/tiny-bert")
+}
+
+#[test]
+fn embed_a_jsonl_file_then_list_export_and_compare() {
+    let ws = tempfile::tempdir().unwrap();
+    let write = |name: &str, label_a: &str| {
+        let p = ws.path().join(name);
+        let lines: String = (0..12)
+            .map(|i| {
+                format!(
+                    "{{\"id\":\"{i}\",\"text\":\"the cat sat on mat {i}\",\"label\":\"{}\"}}\n",
+                    if i % 3 == 0 { label_a } else { "yes" }
+                )
+            })
+            .collect();
+        std::fs::write(&p, lines).unwrap();
+        p
+    };
+    let (a, b) = (write("a.jsonl", "no"), write("b.jsonl", "yes"));
+    let sur = tiny_bert();
+    let embed = |file: &Path| {
+        fute(
+            ws.path(),
+            &[
+                "embed",
+                "dataset",
+                "--data",
+                file.to_str().unwrap(),
+                "--schema",
+                "classification",
+                "--labels",
+                "no,yes",
+                "--method",
+                "fim",
+                "--surrogate",
+                sur.to_str().unwrap(),
+                "--max-len",
+                "16",
+                "--batch",
+                "4",
+                "--workers",
+                "1",
+                "--json",
+            ],
+        )
+    };
+    let ra = embed(&a);
+    assert!(ra.status.success(), "{}", stderr(&ra));
+    let rec: serde_json::Value = serde_json::from_slice(&ra.stdout).unwrap();
+    assert_eq!(rec["meta"]["subject"]["name"], "a");
+    assert_eq!(
+        rec["meta"]["extra"]["probe_examples"], 12,
+        "a bare file is all training data"
+    );
+    let rb: serde_json::Value = serde_json::from_slice(&embed(&b).stdout).unwrap();
+    let (ia, ib) = (rec["id"].as_str().unwrap(), rb["id"].as_str().unwrap());
+
+    let ls: serde_json::Value =
+        serde_json::from_slice(&fute(ws.path(), &["ls", "--json"]).stdout).unwrap();
+    assert_eq!(ls.as_array().unwrap().len(), 2);
+    let sim = fute(ws.path(), &["similarity", ia, ib]);
+    assert!(sim.status.success(), "{}", stderr(&sim));
+    let s: f64 = stdout(&sim)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((0.0..=1.0).contains(&s), "{s}");
+    let out = ws.path().join("a.npy");
+    assert!(fute(
+        ws.path(),
+        &[
+            "export",
+            ia,
+            "--format",
+            "npy",
+            "--out",
+            out.to_str().unwrap()
+        ]
+    )
+    .status
+    .success());
+    assert!(std::fs::metadata(&out).unwrap().len() > 128);
+    let rank = fute(ws.path(), &["rank", "--target", ia, "--json"]);
+    let r: serde_json::Value = serde_json::from_slice(&rank.stdout).unwrap();
+    assert_eq!(r[0]["id"], ib);
+    // Bad requests: an unknown method is a command-line error; an unknown id a user error.
+    assert_eq!(
+        fute(ws.path(), &["embed", "dataset", "x", "--method", "nope"])
+            .status
+            .code(),
+        Some(2)
+    );
+    assert_eq!(fute(ws.path(), &["show", "abcdef"]).status.code(), Some(1));
+}

@@ -412,34 +412,7 @@ fn import(
             "--dev and --test must be fractions that sum to less than 1",
         ));
     }
-    let needs_labels = matches!(
-        schema,
-        SchemaArg::Classification | SchemaArg::PairClassification
-    );
-    if needs_labels && labels.is_empty() {
-        return Err(user(
-            "a classification dataset needs --labels, e.g. --labels negative,positive",
-        ));
-    }
-    let schema = match schema {
-        SchemaArg::Classification => TaskSchema::Classification {
-            inputs: InputShape::Single,
-            labels,
-        },
-        SchemaArg::PairClassification => TaskSchema::Classification {
-            inputs: InputShape::Pair,
-            labels,
-        },
-        SchemaArg::Regression => TaskSchema::Regression {
-            inputs: InputShape::Single,
-            range: None,
-        },
-        SchemaArg::PairRegression => TaskSchema::Regression {
-            inputs: InputShape::Pair,
-            range: None,
-        },
-        SchemaArg::ExtractiveQa => TaskSchema::ExtractiveQa,
-    };
+    let schema = schema_from(schema, labels)?;
     let format = match format {
         Some(f) => f,
         None => match file.extension().and_then(|e| e.to_str()) {
@@ -482,4 +455,36 @@ fn import(
         sizes.join(", ")
     );
     Ok(())
+}
+
+/// The task schema named on the command line (classification needs `--labels`).
+pub fn schema_from(schema: SchemaArg, labels: Vec<String>) -> anyhow::Result<TaskSchema> {
+    let needs_labels = matches!(
+        schema,
+        SchemaArg::Classification | SchemaArg::PairClassification
+    );
+    if needs_labels && labels.is_empty() {
+        return Err(user(
+            "a classification dataset needs --labels, e.g. --labels negative,positive",
+        ));
+    }
+    Ok(match schema {
+        SchemaArg::Classification => TaskSchema::Classification {
+            inputs: InputShape::Single,
+            labels,
+        },
+        SchemaArg::PairClassification => TaskSchema::Classification {
+            inputs: InputShape::Pair,
+            labels,
+        },
+        SchemaArg::Regression => TaskSchema::Regression {
+            inputs: InputShape::Single,
+            range: None,
+        },
+        SchemaArg::PairRegression => TaskSchema::Regression {
+            inputs: InputShape::Pair,
+            range: None,
+        },
+        SchemaArg::ExtractiveQa => TaskSchema::ExtractiveQa,
+    })
 }

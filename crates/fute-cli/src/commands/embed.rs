@@ -31,8 +31,18 @@ pub enum EmbedCmd {
     ///   fute embed dataset tweets --method prefix --prefix-len 16 --limit 300 --epochs 3
     #[command(verbatim_doc_comment)]
     Dataset {
-        /// Dataset name (see `fute data list`).
-        name: String,
+        /// Dataset name (see `fute data list`); or give --data.
+        #[arg(required_unless_present = "data")]
+        name: Option<String>,
+        /// Embed a JSONL file of normalised records instead (all its examples; see the README).
+        #[arg(long, conflicts_with = "name", requires = "schema")]
+        data: Option<PathBuf>,
+        /// Schema of the --data file.
+        #[arg(long, value_enum)]
+        schema: Option<super::data::SchemaArg>,
+        /// Label names of the --data file, comma-separated (classification).
+        #[arg(long, value_delimiter = ',')]
+        labels: Vec<String>,
         #[command(flatten)]
         common: CommonArgs,
         /// Which split's gold pairs to use.
@@ -362,23 +372,49 @@ pub fn run(ctx: &Context, cmd: EmbedCmd) -> anyhow::Result<()> {
     match cmd {
         EmbedCmd::Dataset {
             name,
+            data,
+            schema,
+            labels,
             common,
             split,
-        } => run_embed(ctx, &common, name.clone(), |_, _| {
-            let ds = ctx.workspace.load_dataset(&name)?;
-            let probe = ProbeSet::from_dataset(&ds, split, common.limit, common.seed)?;
-            let extra = BTreeMap::from([
-                ("dataset_hash".into(), ds.content_hash().into()),
-                ("split".into(), split.as_str().into()),
-                ("dataset_examples".into(), ds.split(split).len().into()),
-            ]);
-            let subject = Subject {
-                kind: SubjectKind::Dataset,
-                name: name.clone(),
-                hash: probe.hash(),
+        } => {
+            let ds = match (&name, &data) {
+                (Some(n), _) => ctx.workspace.load_dataset(n)?,
+                (None, Some(file)) => {
+                    let schema =
+                        super::data::schema_from(schema.expect("clap requires --schema"), labels)?;
+                    let examples = fute_core::dataset::read_jsonl(file, &schema)?;
+                    let stem = file
+                        .file_stem()
+                        .map(|s| s.to_string_lossy().into_owned())
+                        .unwrap_or_else(|| "data".into());
+                    let mut card = fute_core::dataset::DatasetCard::new(stem, schema);
+                    // A bare file: every example is training data unless a record fixes its split.
+                    card.split = fute_core::dataset::SplitConfig {
+                        seed: 42,
+                        dev: 0.0,
+                        test: 0.0,
+                    };
+                    fute_core::dataset::Dataset { card, examples }
+                }
+                (None, None) => unreachable!("clap requires a name or --data"),
             };
-            Ok((subject, EmbeddingKind::Dte, probe, None, extra))
-        }),
+            let name = ds.card.name.clone();
+            run_embed(ctx, &common, name.clone(), |_, _| {
+                let probe = ProbeSet::from_dataset(&ds, split, common.limit, common.seed)?;
+                let extra = BTreeMap::from([
+                    ("dataset_hash".into(), ds.content_hash().into()),
+                    ("split".into(), split.as_str().into()),
+                    ("dataset_examples".into(), ds.split(split).len().into()),
+                ]);
+                let subject = Subject {
+                    kind: SubjectKind::Dataset,
+                    name: name.clone(),
+                    hash: probe.hash(),
+                };
+                Ok((subject, EmbeddingKind::Dte, probe, None, extra))
+            })
+        }
         EmbedCmd::Model {
             dir,
             corpus,
