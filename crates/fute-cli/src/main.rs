@@ -81,6 +81,10 @@ pub struct Context {
 }
 
 fn main() -> ExitCode {
+    // Before any candle op: reuse freed tensor buffers, and CANDLE_NUM_THREADS=1
+    // unless the user set it (candle's spinning element-wise pool serialises the
+    // Fisher workers; matmuls still use all cores). See `fute_nn::runtime`.
+    fute_nn::runtime::configure_process();
     restore_sigpipe();
     let cli = Cli::parse();
     let assets_root = cli

@@ -31,6 +31,9 @@ fn env_usize(name: &str, default: usize) -> usize {
 }
 
 fn main() {
+    // As the `fute` binary does: CANDLE_NUM_THREADS=1 unless set (set it to 2 to
+    // measure candle's own element-wise pool).
+    fute_nn::runtime::configure_process();
     let Some(dir) = fute_core::testing::real_asset("minilm") else {
         eprintln!("MiniLM asset not fetched (`fute assets fetch minilm`): nothing to measure");
         return;

@@ -7,22 +7,41 @@
 //!
 //! Uses the real all-MiniLM-L6-v2 when `$FUTE_ASSETS/minilm` exists, otherwise a
 //! randomly initialised model of the same shape (same cost). Steps per batch size:
-//! `FUTE_BENCH_STEPS` (default 3, after one warm-up step). Run it on a quiet
-//! machine: another compile on the same cores halves the numbers.
+//! `FUTE_BENCH_STEPS` (default 3, after one warm-up step); batch sizes:
+//! `FUTE_BENCH_BATCHES` (default `8,32`). The optimiser is fute's own AdamW (what
+//! `fute train` runs). Like the `fute` binary, it sets `CANDLE_NUM_THREADS=1`
+//! unless set (`fute_nn::runtime::configure_process`); `CANDLE_NUM_THREADS=2`
+//! measures candle's own element-wise pool. Run it on a quiet machine: another
+//! compile on the same cores halves the numbers.
 //!
 //! Measured 2026-11-26 on the 2-vCPU dev machine, quiet (other processes < 1 % CPU at
-//! start), real MiniLM, 2 steps after a warm-up, default threads:
-//! batch 8: 3.96 ex/s (2.02 s/step = fwd 0.50 + bwd 1.11 + AdamW 0.32), 0.33x PyTorch;
-//! batch 32: 3.23 ex/s (9.92 s/step = fwd 2.55 + bwd 6.51 + AdamW 0.59), 0.24x PyTorch.
-//! With `CANDLE_NUM_THREADS=1`: 3.47 and 2.27 ex/s (that run was partly contended).
-//! Backward costs ~2.2-2.6x forward and batch 32 is slower per example than batch 8, so
-//! the element-wise/attention-sized tensors (composite softmax, GELU, dropout masks,
-//! the dense word-embedding gradient), not the matmuls, are where the gap is.
+//! start), real MiniLM, 2 steps after a warm-up, default threads, before the fused
+//! ops: batch 8: 3.96 ex/s (2.02 s/step = fwd 0.50 + bwd 1.11 + AdamW 0.32), 0.33x
+//! PyTorch; batch 32: 3.23 ex/s (9.92 s/step = fwd 2.55 + bwd 6.51 + AdamW 0.59).
+//!
+//! Measured 2026-11-27 00:28-00:55, machine heavily contended the whole time (load
+//! average 8-11 on 2 vCPUs: other engineers' test binaries, a llama.cpp server and
+//! compiles), old and new binaries interleaved, 2 steps, two runs each (ex/s):
+//!
+//! | build | batch 8 | batch 32 |
+//! | --- | --- | --- |
+//! | before (composite ops, candle-nn AdamW, candle pool) | 1.11 / 1.02 | 1.57 / 1.62 |
+//! | + fused softmax/GELU/LayerNorm (`fute_nn::ops`) | 1.72 / 1.45 / 1.69 / 1.65 | 2.48 / 2.17 / 2.74 / 2.67 |
+//! | + fused embedding, fute's fused in-place AdamW (0.9-1.2 → 0.05-0.15 s/step)¹ | 2.18 / 3.14 / 2.14 / 2.24 | 3.25 / 3.59 / 2.81 / 3.20 |
+//! | + `CANDLE_NUM_THREADS=1` (the default now) | 4.60 / 3.43 | 4.10 / 4.22 |
+//!
+//! ¹ The last two of each were run with glibc `mallopt` raising the mmap and trim
+//! thresholds (page faults were ~20 % of a profile); no gain showed, so it was dropped.
+//!
+//! PyTorch: 12.1 / 13.6 ex/s (quiet machine), so the contended figures above are
+//! 0.28-0.38x and 0.30-0.31x of a *quiet* PyTorch; compare on a quiet machine.
 
 use std::time::Instant;
 
+use std::collections::HashMap;
+
 use candle_core::{DType, Device, Tensor};
-use candle_nn::{AdamW, Optimizer, ParamsAdamW};
+use fute_nn::train::{AdamW, AdamWConfig};
 use fute_nn::{
     loss, BertConfig, BertTaskModel, BuildOptions, HeadSpec, Mode, TextInput, TextTokenizer,
     Truncation,
@@ -78,6 +97,13 @@ fn minilm_shape() -> BertConfig {
 }
 
 fn main() -> fute_nn::Result<()> {
+    // As the `fute` binary does: CANDLE_NUM_THREADS=1 unless set (set it to 2 to
+    // measure candle's own element-wise pool).
+    fute_nn::runtime::configure_process();
+    let batches: Vec<usize> = std::env::var("FUTE_BENCH_BATCHES")
+        .ok()
+        .map(|s| s.split(',').filter_map(|b| b.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![8, 32]);
     let steps: usize = std::env::var("FUTE_BENCH_STEPS")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -103,26 +129,29 @@ fn main() -> fute_nn::Result<()> {
         ),
     };
     println!(
-        "model: {} ({} parameters), threads: {}",
+        "model: {} ({} parameters), threads: {}, CANDLE_NUM_THREADS={}",
         dir.as_ref()
             .map_or("random MiniLM-shaped BERT".into(), |d| d
                 .display()
                 .to_string()),
         model.num_parameters(),
-        candle_core::utils::get_num_threads()
+        candle_core::utils::get_num_threads(),
+        std::env::var("CANDLE_NUM_THREADS").unwrap_or_else(|_| "unset".into()),
     );
-    let mut opt = AdamW::new(
-        model.varmap.all_vars(),
-        ParamsAdamW {
-            lr: 2e-5,
-            weight_decay: 0.01,
-            ..Default::default()
-        },
-    )?;
+    // fute's own AdamW (what `fute train` uses), no decay on biases / LayerNorm.
+    let params = model.named_parameters();
+    let mut opt = AdamW::new(AdamWConfig {
+        lr: 2e-5,
+        weight_decay: 0.01,
+        ..Default::default()
+    });
     let all_texts = texts(64);
     println!("| batch | fute ex/s (fwd+bwd+AdamW) | s/step | PyTorch 2 threads | fute / PyTorch |");
     println!("| --- | --- | --- | --- | --- |");
     for (batch, torch) in [(8usize, 12.1f64), (32, 13.6)] {
+        if !batches.contains(&batch) {
+            continue;
+        }
         let make_input = |step: usize| -> fute_nn::Result<fute_nn::BertInput> {
             let chunk: Vec<&String> = (0..batch)
                 .map(|i| &all_texts[(step * batch + i) % all_texts.len()])
@@ -162,10 +191,14 @@ fn main() -> fute_nn::Result<()> {
             let value = l.to_scalar::<f32>()?;
             parts[0] += t.elapsed().as_secs_f64();
             let t = Instant::now();
-            let grads = l.backward()?;
+            let store = l.backward()?;
+            let grads: HashMap<String, Tensor> = params
+                .iter()
+                .filter_map(|(n, v)| store.get(v.as_tensor()).map(|g| (n.clone(), g.clone())))
+                .collect();
             parts[1] += t.elapsed().as_secs_f64();
             let t = Instant::now();
-            opt.step(&grads)?;
+            opt.step(&params, &grads, 2e-5)?;
             parts[2] += t.elapsed().as_secs_f64();
             Ok(value)
         };

@@ -26,6 +26,7 @@ pub mod ops;
 pub mod params;
 pub mod peft;
 pub mod rng;
+pub mod runtime;
 pub mod tokenize;
 pub mod train;
 

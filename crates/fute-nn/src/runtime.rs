@@ -1,0 +1,33 @@
+//! Process-wide settings for CPU throughput, for programs (not libraries) to
+//! apply at the start of `main`, before the first candle op.
+
+/// What [`configure_process`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcessSettings {
+    /// `CANDLE_NUM_THREADS` was unset and has been set to `1`.
+    pub candle_threads_set: bool,
+}
+
+/// The settings a fute program applies at the start of `main`, before any candle
+/// op (candle reads `CANDLE_NUM_THREADS` once, when its pool is first used):
+/// `CANDLE_NUM_THREADS=1` unless the user set it.
+///
+/// candle 0.11 runs its element-wise ops on a process-wide spinning pool of
+/// `CANDLE_NUM_THREADS` threads behind one lock: parallel Fisher workers queue on
+/// the lock, and the spin-waits cost several times the work whenever another
+/// process shares the cores. Matmuls (gemm) and fute's fused ops
+/// ([`crate::ops`], the AdamW update) use rayon and still run on all cores
+/// (`RAYON_NUM_THREADS`). Measured on the 2-vCPU machine while other jobs used it
+/// (load 8-10): MiniLM training step, batch 8, 2.1-2.2 → 3.4-4.6 ex/s; batch 32,
+/// 2.8-3.2 → 4.1-4.2 ex/s (`benches/train_step.rs`). Not measured on a quiet
+/// machine; set `CANDLE_NUM_THREADS` yourself to override.
+///
+/// Must run while the process has a single thread (it sets an environment
+/// variable).
+pub fn configure_process() -> ProcessSettings {
+    let candle_threads_set = std::env::var_os("CANDLE_NUM_THREADS").is_none();
+    if candle_threads_set {
+        std::env::set_var("CANDLE_NUM_THREADS", "1");
+    }
+    ProcessSettings { candle_threads_set }
+}
