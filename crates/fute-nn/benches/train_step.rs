@@ -19,6 +19,20 @@
 //! ops: batch 8: 3.96 ex/s (2.02 s/step = fwd 0.50 + bwd 1.11 + AdamW 0.32), 0.33x
 //! PyTorch; batch 32: 3.23 ex/s (9.92 s/step = fwd 2.55 + bwd 6.51 + AdamW 0.59).
 //!
+//! Measured 2026-11-27 01:08-01:10, quiet (1-min load ≈ 2.0-2.4 = the benchmark's own
+//! two threads; no other process above 20 % CPU in 10-s samples), real MiniLM, 2 steps
+//! after a warm-up, binaries interleaved, two runs each (ex/s; PyTorch 2 threads):
+//!
+//! | build | batch 8 | batch 32 |
+//! | --- | --- | --- |
+//! | before (composite ops, candle-nn AdamW, candle pool of 2) | 2.90 / 3.96 | 5.30 / 5.73 |
+//! | now, `CANDLE_NUM_THREADS=1` (default) | **8.61 / 8.85** (s/step 0.90: fwd 0.25, bwd 0.60, AdamW 0.03) | **7.78 / 7.75** |
+//! | now, `CANDLE_NUM_THREADS=2` | 7.66 / 8.01 | 7.82 / 7.72 |
+//! | PyTorch 2.15 (peer-baselines.md) | 12.1 | 13.6 |
+//! | fute / PyTorch (default) | 0.71-0.73 | 0.57 |
+//!
+//! Earlier, heavily contended measurements (per-change attribution):
+//!
 //! Measured 2026-11-27 00:28-00:55, machine heavily contended the whole time (load
 //! average 8-11 on 2 vCPUs: other engineers' test binaries, a llama.cpp server and
 //! compiles), old and new binaries interleaved, 2 steps, two runs each (ex/s):
