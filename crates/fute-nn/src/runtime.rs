@@ -19,8 +19,10 @@ pub struct ProcessSettings {
 /// ([`crate::ops`], the AdamW update) use rayon and still run on all cores
 /// (`RAYON_NUM_THREADS`). Measured on the 2-vCPU machine while other jobs used it
 /// (load 8-10): MiniLM training step, batch 8, 2.1-2.2 → 3.4-4.6 ex/s; batch 32,
-/// 2.8-3.2 → 4.1-4.2 ex/s (`benches/train_step.rs`). Not measured on a quiet
-/// machine; set `CANDLE_NUM_THREADS` yourself to override.
+/// 2.8-3.2 → 4.1-4.2 ex/s (`benches/train_step.rs`). Quiet machine: batch 8
+/// 7.7-8.0 → 8.6-8.9 ex/s, batch 32 equal (7.8); Fisher with 2 workers 8.5-8.7 →
+/// 10.6-11.1 ex/s (per-batch B=8), but with 1 worker 9.4-9.5 → 8.4. Set
+/// `CANDLE_NUM_THREADS` yourself to override.
 ///
 /// Must run while the process has a single thread (it sets an environment
 /// variable).
