@@ -284,3 +284,172 @@ impl<B: LlmBackend> LlmBackend for CachedBackend<B> {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::{AnswerScores, ScoreKind};
+    use std::sync::atomic::AtomicUsize;
+
+    /// Counts every call that reaches the backend.
+    #[derive(Default)]
+    struct Counting {
+        calls: AtomicUsize,
+    }
+
+    impl LlmBackend for Counting {
+        fn identity(&self) -> BackendIdentity {
+            BackendIdentity {
+                kind: "counting".into(),
+                model: "m".into(),
+                model_hash: "h1".into(),
+            }
+        }
+        fn render_chat(&self, _: &[ChatMessage], _: bool) -> Result<String> {
+            Ok(String::new())
+        }
+        fn score_answer(
+            &self,
+            messages: &[ChatMessage],
+            query: &ScoreQuery,
+        ) -> Result<AnswerScores> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            Ok(AnswerScores {
+                kind: ScoreKind::LogProbs,
+                step: 0,
+                greedy: vec![messages[0].content.clone()],
+                top: vec![],
+                candidates: vec![],
+                floor: Some(query.top_k as f32),
+            })
+        }
+        fn generate(
+            &self,
+            messages: &[ChatMessage],
+            options: &GenerateOptions,
+        ) -> Result<Generation> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            Ok(Generation {
+                text: format!("{}:{}", messages[0].content, options.max_tokens),
+                n_tokens: 1,
+                finish_reason: "stop".into(),
+            })
+        }
+        fn perplexity(&self, text: &str, _: bool) -> Result<Perplexity> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            Ok(Perplexity::from_logprobs(&[-(text.len() as f64)]))
+        }
+    }
+
+    fn run_all(b: &CachedBackend<Counting>) -> Vec<String> {
+        let mut out = Vec::new();
+        for i in 0..5 {
+            let m = [ChatMessage::user(format!("input {i}"))];
+            let q = ScoreQuery {
+                top_k: i,
+                ..ScoreQuery::default()
+            };
+            out.push(format!("{:?}", b.score_answer(&m, &q).unwrap()));
+            out.push(format!(
+                "{:?}",
+                b.generate(&m, &GenerateOptions::default()).unwrap()
+            ));
+            out.push(format!(
+                "{:?}",
+                b.perplexity(&m[0].content, i % 2 == 0).unwrap()
+            ));
+        }
+        out
+    }
+
+    #[test]
+    fn no_call_is_repeated_across_reruns() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = CachedBackend::open(Counting::default(), dir.path()).unwrap();
+        let a = run_all(&first);
+        assert_eq!(first.inner().calls.load(Ordering::SeqCst), 15);
+        // Same calls again in the same process: all hits.
+        assert_eq!(run_all(&first), a);
+        assert_eq!(first.inner().calls.load(Ordering::SeqCst), 15);
+        assert_eq!(
+            first.stats(),
+            CacheStats {
+                hits: 15,
+                misses: 15
+            }
+        );
+        drop(first);
+        // A new process (reopened file): zero calls, same answers.
+        let second = CachedBackend::open(Counting::default(), dir.path()).unwrap();
+        assert_eq!(run_all(&second), a);
+        assert_eq!(second.inner().calls.load(Ordering::SeqCst), 0);
+        // Other settings are other keys.
+        let m = [ChatMessage::user("input 0")];
+        second
+            .score_answer(
+                &m,
+                &ScoreQuery {
+                    max_steps: 3,
+                    ..ScoreQuery::default()
+                },
+            )
+            .unwrap();
+        assert_eq!(second.inner().calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn a_line_cut_off_by_a_crash_is_skipped_and_the_rest_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = CachedBackend::open(Counting::default(), dir.path()).unwrap();
+        run_all(&first);
+        let path = first.cache().path().to_path_buf();
+        drop(first);
+        // Simulate a crash in the middle of writing one more entry.
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(b"{\"key\": \"abc\", \"op\": \"gen").unwrap();
+        drop(f);
+        let second = CachedBackend::open(Counting::default(), dir.path()).unwrap();
+        assert_eq!(second.cache().skipped_lines(), 1);
+        assert_eq!(second.cache().len(), 15);
+        run_all(&second);
+        assert_eq!(second.inner().calls.load(Ordering::SeqCst), 0);
+        // New entries after the broken line are readable next time.
+        second.perplexity("new text", false).unwrap();
+        drop(second);
+        let third = CachedBackend::open(Counting::default(), dir.path()).unwrap();
+        assert_eq!(third.cache().len(), 16);
+        assert_eq!(third.cache().skipped_lines(), 1);
+    }
+
+    #[test]
+    fn another_model_hash_does_not_share_entries() {
+        struct Other(Counting);
+        impl LlmBackend for Other {
+            fn identity(&self) -> BackendIdentity {
+                BackendIdentity {
+                    model_hash: "h2".into(),
+                    ..self.0.identity()
+                }
+            }
+            fn render_chat(&self, m: &[ChatMessage], g: bool) -> Result<String> {
+                self.0.render_chat(m, g)
+            }
+            fn score_answer(&self, m: &[ChatMessage], q: &ScoreQuery) -> Result<AnswerScores> {
+                self.0.score_answer(m, q)
+            }
+            fn generate(&self, m: &[ChatMessage], o: &GenerateOptions) -> Result<Generation> {
+                self.0.generate(m, o)
+            }
+            fn perplexity(&self, t: &str, b: bool) -> Result<Perplexity> {
+                self.0.perplexity(t, b)
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let a = CachedBackend::open(Counting::default(), dir.path()).unwrap();
+        a.perplexity("same", false).unwrap();
+        let b = CachedBackend::open(Other(Counting::default()), dir.path()).unwrap();
+        b.perplexity("same", false).unwrap();
+        assert_eq!(b.inner().0.calls.load(Ordering::SeqCst), 1);
+        assert_ne!(a.cache().path(), b.cache().path());
+    }
+}

@@ -159,3 +159,237 @@ pub fn label_distribution<B: LlmBackend + ?Sized>(
         reasoning,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::{
+        AnswerScores, BackendIdentity, CandidateScore, Generation, Perplexity, TokenScore,
+    };
+    use crate::chat::{ChatMessage, Role};
+    use std::cell::RefCell;
+
+    /// Answers every query with fixed first-token scores per word.
+    struct Scripted {
+        kind: ScoreKind,
+        scores: Vec<(&'static str, Option<f32>)>,
+        floor: Option<f32>,
+        seen: RefCell<Vec<Vec<ChatMessage>>>,
+    }
+
+    impl LlmBackend for Scripted {
+        fn identity(&self) -> BackendIdentity {
+            BackendIdentity {
+                kind: "scripted".into(),
+                model: "m".into(),
+                model_hash: "h".into(),
+            }
+        }
+        fn render_chat(&self, _: &[ChatMessage], _: bool) -> Result<String> {
+            Ok(String::new())
+        }
+        fn score_answer(
+            &self,
+            messages: &[ChatMessage],
+            query: &ScoreQuery,
+        ) -> Result<AnswerScores> {
+            self.seen.borrow_mut().push(messages.to_vec());
+            if query.raw_logits && self.kind != ScoreKind::Logits {
+                return Err(Error::Invalid("no logits".into()));
+            }
+            Ok(AnswerScores {
+                kind: self.kind,
+                step: 1,
+                greedy: vec!["\n".into(), "yes".into()],
+                top: vec![TokenScore {
+                    id: Some(1),
+                    text: "yes".into(),
+                    score: 0.0,
+                }],
+                candidates: query
+                    .candidates
+                    .iter()
+                    .map(|c| CandidateScore {
+                        candidate: c.clone(),
+                        token: Some(c.clone()),
+                        score: self
+                            .scores
+                            .iter()
+                            .find(|(w, _)| w == c)
+                            .and_then(|(_, s)| *s),
+                    })
+                    .collect(),
+                floor: self.floor,
+            })
+        }
+        fn generate(&self, messages: &[ChatMessage], _: &GenerateOptions) -> Result<Generation> {
+            self.seen.borrow_mut().push(messages.to_vec());
+            Ok(Generation {
+                text: "It is good.".into(),
+                n_tokens: 4,
+                finish_reason: "stop".into(),
+            })
+        }
+        fn perplexity(&self, _: &str, _: bool) -> Result<Perplexity> {
+            Ok(Perplexity::from_logprobs(&[-1.0]))
+        }
+    }
+
+    fn scripted(
+        kind: ScoreKind,
+        scores: Vec<(&'static str, Option<f32>)>,
+        floor: Option<f32>,
+    ) -> Scripted {
+        Scripted {
+            kind,
+            scores,
+            floor,
+            seen: RefCell::new(Vec::new()),
+        }
+    }
+
+    #[test]
+    fn best_verbaliser_per_label_then_softmax() {
+        // SA prompt 1: positive = good/Good/positive, negative = bad/Bad/negative.
+        let b = scripted(
+            ScoreKind::LogProbs,
+            vec![
+                ("good", Some(-3.0)),
+                ("Good", Some(-1.0)),
+                ("positive", Some(-2.0)),
+                ("bad", Some(-0.5)),
+                ("Bad", Some(-4.0)),
+                ("negative", Some(-6.0)),
+            ],
+            None,
+        );
+        let set = PromptSet::builtin("sa").unwrap();
+        let d = label_distribution(
+            &b,
+            &set,
+            1,
+            &PromptInput::text("x"),
+            &LabelSettings::default(),
+        )
+        .unwrap();
+        assert_eq!(d.scores, [-0.5, -1.0]);
+        let p_neg = 1.0 / (1.0 + (-0.5f64).exp());
+        assert!((d.probs[0] - p_neg).abs() < 1e-12);
+        assert_eq!(d.predicted, 0);
+        assert_eq!(d.greedy, ["\n", "yes"]);
+        assert_eq!(d.imputed, [false, false]);
+    }
+
+    #[test]
+    fn clipping_at_zero_matches_the_reference_quirk() {
+        // Raw logits: negative labels clip to 0, so two negative logits give a uniform distribution.
+        let b = scripted(
+            ScoreKind::Logits,
+            vec![
+                ("yes", Some(-2.0)),
+                ("Yes", Some(-1.0)),
+                ("no", Some(3.0)),
+                ("No", Some(-5.0)),
+            ],
+            None,
+        );
+        let set = PromptSet::builtin("sa").unwrap();
+        let clip = LabelSettings {
+            clip_at_zero: true,
+            ..LabelSettings::default()
+        };
+        let d = label_distribution(&b, &set, 0, &PromptInput::text("x"), &clip).unwrap();
+        assert_eq!(d.scores, [3.0, 0.0]);
+        assert!((d.probs[0] - 1.0 / (1.0 + (-3.0f64).exp())).abs() < 1e-12);
+        let b = scripted(
+            ScoreKind::Logits,
+            vec![
+                ("yes", Some(-2.0)),
+                ("Yes", Some(-1.0)),
+                ("no", Some(-3.0)),
+                ("No", Some(-5.0)),
+            ],
+            None,
+        );
+        let d = label_distribution(&b, &set, 0, &PromptInput::text("x"), &clip).unwrap();
+        assert_eq!(d.scores, [0.0, 0.0]);
+        assert_eq!(d.probs, [0.5, 0.5]);
+        assert_eq!(d.predicted, 0, "ties go to the lowest index");
+        // Without clipping the same logits are not uniform.
+        let d = label_distribution(
+            &b,
+            &set,
+            0,
+            &PromptInput::text("x"),
+            &LabelSettings::default(),
+        )
+        .unwrap();
+        assert_eq!(d.scores, [-3.0, -1.0]);
+        // Clipping log-probabilities is refused.
+        let lp = scripted(ScoreKind::LogProbs, vec![], None);
+        assert!(label_distribution(&lp, &set, 0, &PromptInput::text("x"), &clip).is_err());
+    }
+
+    #[test]
+    fn a_label_missing_from_a_top_k_list_gets_the_floor() {
+        let b = scripted(
+            ScoreKind::LogProbs,
+            vec![
+                ("yes", Some(-0.1)),
+                ("Yes", None),
+                ("no", None),
+                ("No", None),
+            ],
+            Some(-7.0),
+        );
+        let set = PromptSet::builtin("sa").unwrap();
+        let d = label_distribution(
+            &b,
+            &set,
+            0,
+            &PromptInput::text("x"),
+            &LabelSettings::default(),
+        )
+        .unwrap();
+        assert_eq!(d.scores, [-7.0, f64::from(-0.1f32)]);
+        assert_eq!(d.imputed, [true, false]);
+    }
+
+    #[test]
+    fn chain_of_thought_runs_two_rounds() {
+        let b = scripted(
+            ScoreKind::LogProbs,
+            vec![("yes", Some(-0.1)), ("no", Some(-1.0))],
+            None,
+        );
+        let set = PromptSet::builtin("sa").unwrap();
+        let d = label_distribution(
+            &b,
+            &set,
+            10,
+            &PromptInput::text("Nice."),
+            &LabelSettings::default(),
+        )
+        .unwrap();
+        assert_eq!(d.reasoning.as_deref(), Some("It is good."));
+        let seen = b.seen.borrow();
+        assert_eq!(seen.len(), 2);
+        assert!(seen[0][0].content.contains("Reason step by step"));
+        let round2 = &seen[1];
+        assert_eq!(
+            round2.iter().map(|m| m.role).collect::<Vec<_>>(),
+            [Role::User, Role::Assistant, Role::User]
+        );
+        assert_eq!(round2[1].content, "It is good.");
+        assert!(round2[2]
+            .content
+            .starts_with("According to the provided reasoning"));
+    }
+
+    #[test]
+    fn softmax_is_stable() {
+        let p = softmax(&[1000.0, 1000.0, f64::NEG_INFINITY]);
+        assert_eq!(p, [0.5, 0.5, 0.0]);
+        assert_eq!(softmax(&[f64::NEG_INFINITY; 2]), [0.5, 0.5]);
+    }
+}
