@@ -54,7 +54,10 @@ impl Gram {
 fn dot(a: &[f32], b: &[f32]) -> f64 {
     // f64 products and sums: centring subtracts large, nearly equal Gram entries,
     // so f32 accumulation would lose the digits that matter.
-    a.iter().zip(b).map(|(p, q)| f64::from(*p) * f64::from(*q)).sum()
+    a.iter()
+        .zip(b)
+        .map(|(p, q)| f64::from(*p) * f64::from(*q))
+        .sum()
 }
 
 /// Streams `files` (same component layout) in lockstep and returns their Gram matrices.
