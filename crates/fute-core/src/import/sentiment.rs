@@ -69,16 +69,7 @@ pub(crate) fn rotten_tomatoes(raw: &Path) -> Result<Builder> {
             )
         })?;
     let mut bld = Builder::new(card("rotten-tomatoes", &["negative", "positive"]));
-    let mut rdr = csv::Reader::from_reader(text.as_bytes());
-    for (i, row) in rdr.records().enumerate() {
-        let row = row.map_err(|e| {
-            Error::data(
-                &path,
-                e.position().map(|p| p.line() as usize),
-                None,
-                e.to_string(),
-            )
-        })?;
+    for (i, row) in csv_rows(&path, &text)?.into_iter().enumerate() {
         bld.row();
         let label = match row.get(0) {
             Some("fresh") => 1,
@@ -108,16 +99,7 @@ pub(crate) fn tweets(raw: &Path) -> Result<Builder> {
     // latin-1: every byte is the code point of the same value.
     let text: String = read(&path)?.into_iter().map(char::from).collect();
     let mut bld = Builder::new(card("tweets", &["negative", "neutral", "positive"]));
-    let mut rdr = csv::Reader::from_reader(text.as_bytes());
-    for (i, row) in rdr.records().enumerate() {
-        let row = row.map_err(|e| {
-            Error::data(
-                &path,
-                e.position().map(|p| p.line() as usize),
-                None,
-                e.to_string(),
-            )
-        })?;
+    for (i, row) in csv_rows(&path, &text)?.into_iter().enumerate() {
         bld.row();
         let Some(label) = row.get(0).and_then(|l| bld.label(l)) else {
             bld.drop_row("unknown sentiment");
@@ -131,4 +113,21 @@ pub(crate) fn tweets(raw: &Path) -> Result<Builder> {
         );
     }
     Ok(bld)
+}
+
+/// Every record of a CSV text with a header row; a malformed row names the file and line.
+fn csv_rows(path: &Path, text: &str) -> Result<Vec<csv::StringRecord>> {
+    csv::Reader::from_reader(text.as_bytes())
+        .records()
+        .map(|row| {
+            row.map_err(|e| {
+                Error::data(
+                    path,
+                    e.position().map(|p| p.line() as usize),
+                    None,
+                    e.to_string(),
+                )
+            })
+        })
+        .collect()
 }
