@@ -23,6 +23,7 @@ mod error;
 pub mod gguf;
 pub mod http;
 pub mod label;
+pub mod llama;
 pub mod prompts;
 
 pub use backend::{
@@ -32,7 +33,8 @@ pub use backend::{
 pub use cache::{default_cache_dir, CacheStats, CachedBackend, CallCache};
 pub use chat::{ChatMessage, ChatTemplate, Role};
 pub use error::{Error, Result};
-pub use gguf::{GgufBackend, GgufTokenizer};
+pub use gguf::{GgufBackend, GgufOptions, GgufTokenizer};
 pub use http::{Endpoint, HttpBackend, HttpConfig};
 pub use label::{label_distribution, LabelDistribution, LabelSettings};
+pub use llama::DenseLlama;
 pub use prompts::{PromptInput, PromptMode, PromptSet, PromptSpec, Verbalizer};

@@ -4,8 +4,8 @@
 use fute_core::testing::real_asset;
 use fute_llm::gguf::SMOLLM2_FILE;
 use fute_llm::{
-    label_distribution, ChatMessage, GgufBackend, LabelSettings, LlmBackend, PromptInput,
-    PromptSet, ScoreKind, ScoreQuery,
+    label_distribution, ChatMessage, GgufBackend, GgufOptions, LabelSettings, LlmBackend,
+    PromptInput, PromptSet, ScoreKind, ScoreQuery,
 };
 use std::sync::OnceLock;
 
@@ -19,9 +19,26 @@ fn smollm2() -> Option<&'static GgufBackend> {
         .as_ref()
 }
 
+/// SmolLM2 with its Q4_1 weights kept quantized: llama.cpp's arithmetic
+/// (8-bit activations), which the f32 default does not reproduce token for token.
+fn smollm2_quantized() -> Option<&'static GgufBackend> {
+    static MODEL: OnceLock<Option<GgufBackend>> = OnceLock::new();
+    MODEL
+        .get_or_init(|| {
+            let dir = real_asset("smollm2")?;
+            let options = GgufOptions { dequantize: false };
+            Some(GgufBackend::load_with(dir.join(SMOLLM2_FILE), &options).expect("load SmolLM2"))
+        })
+        .as_ref()
+}
+
 #[test]
 fn tokenizer_and_greedy_ids_match_llama_cpp() {
-    let Some(model) = smollm2() else { return };
+    // Quantized weights: with f32 weights, greedy decoding leaves llama.cpp's
+    // path at the sixth token.
+    let Some(model) = smollm2_quantized() else {
+        return;
+    };
     let tok = model.tokenizer();
     // Reference ids from llama.cpp (llama-cpp-python 0.3.36), models-data.md §2.
     let prompt = tok.encode("The capital of France is").unwrap();
@@ -182,4 +199,116 @@ fn scores_generation_perplexity_and_label_distribution() {
         "SA prompt 6: {:?} (greedy {:?}); clipped {:?}",
         dist.probs, dist.greedy, clipped.probs
     );
+}
+
+/// Chat prompts of a few lengths, as token ids (BOS when the model asks).
+fn chat_prompt_ids(model: &GgufBackend) -> Vec<Vec<u32>> {
+    let questions = [
+        "Hi",
+        "Is the sentiment of this review positive or negative? Review: A wonderful, moving film with great acting. Answer with one word.",
+        "Summarise in one sentence: The committee met on Tuesday to discuss the budget. After three hours of debate, members agreed to cut spending on new buildings by ten percent and to spend the savings on teachers' salaries, which had not risen in five years.",
+    ];
+    // Over 512 tokens, so attention runs in more than one query block.
+    let long = "Summarise: ".to_string()
+        + &"The committee met again and argued about the budget for the new school. ".repeat(40);
+    let tok = model.tokenizer();
+    questions
+        .iter()
+        .copied()
+        .chain([long.as_str()])
+        .map(|q| {
+            let text = model.render_chat(&[ChatMessage::user(q)], true).unwrap();
+            let mut ids: Vec<u32> = if tok.add_bos() {
+                tok.bos().into_iter().collect()
+            } else {
+                Vec::new()
+            };
+            ids.extend(tok.encode(&text).unwrap());
+            ids
+        })
+        .collect()
+}
+
+#[test]
+fn dense_forward_matches_the_kv_cache_model() {
+    let Some(model) = smollm2() else { return };
+    let dense = model.dense().unwrap();
+    for ids in chat_prompt_ids(model) {
+        let all = dense.forward(&ids).unwrap();
+        assert_eq!(all.dims(), [ids.len(), dense.vocab_size()]);
+        let last: Vec<f32> = all.get(ids.len() - 1).unwrap().to_vec1().unwrap();
+        let want = model.last_logits(&ids).unwrap();
+        let max_abs = last
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        let argmax = |v: &[f32]| (0..v.len()).max_by(|&a, &b| v[a].total_cmp(&v[b])).unwrap();
+        eprintln!(
+            "{} tokens: max |dense - kv-cache| logit {max_abs:.2e}",
+            ids.len()
+        );
+        // Same f32 weights, different op order (and rope angles in f64):
+        // measured ≤ 7e-5 on SmolLM2.
+        assert!(max_abs < 3e-4, "max abs logit difference {max_abs}");
+        assert_eq!(argmax(&last), argmax(&want));
+    }
+}
+
+#[test]
+fn one_pass_perplexity_equals_the_stepwise_reference() {
+    let Some(model) = smollm2() else { return };
+    let texts: Vec<(String, bool)> = vec![
+        ("The capital of France is Paris.".into(), false),
+        ("France the Paris capital of is.".into(), true),
+        (
+            model
+                .render_chat(
+                    &[ChatMessage::user(
+                        "Is the sentiment of this review positive or negative? Review: This movie was a complete waste of time. The plot made no sense, the acting was wooden and I walked out halfway. Avoid at all costs. Answer with one word.",
+                    )],
+                    true,
+                )
+                .unwrap(),
+            true,
+        ),
+    ];
+    for (text, add_bos) in &texts {
+        let t = std::time::Instant::now();
+        let fast = model.perplexity(text, *add_bos).unwrap();
+        let fast_s = t.elapsed().as_secs_f64();
+        let t = std::time::Instant::now();
+        let slow = model.perplexity_stepwise(text, *add_bos).unwrap();
+        let slow_s = t.elapsed().as_secs_f64();
+        let rel = (fast.ppl - slow.ppl).abs() / slow.ppl;
+        eprintln!(
+            "{} scored tokens: ppl {:.6} vs stepwise {:.6} (rel {rel:.1e}); {fast_s:.3} s vs {slow_s:.3} s",
+            fast.n_scored, fast.ppl, slow.ppl
+        );
+        assert_eq!(fast.n_scored, slow.n_scored);
+        assert!(rel < 1e-4, "relative perplexity difference {rel}");
+    }
+}
+
+#[test]
+fn quantized_backend_builds_the_same_dense_model_on_first_use() {
+    let (Some(f32_model), Some(quantized)) = (smollm2(), smollm2_quantized()) else {
+        return;
+    };
+    // Both dense models hold the same dequantized values; only a threaded
+    // matmul's summation order could tell them apart.
+    let text = "The capital of France is Paris.";
+    let a = f32_model.perplexity(text, true).unwrap();
+    let b = quantized.perplexity(text, true).unwrap();
+    assert_eq!(a.n_scored, b.n_scored);
+    assert!((a.ppl - b.ppl).abs() <= 1e-6 * a.ppl, "{a:?} vs {b:?}");
+}
+
+#[test]
+fn perplexity_refuses_texts_longer_than_the_context() {
+    let Some(model) = smollm2() else { return };
+    let context = model.dense().unwrap().config().context_length;
+    let text = " a".repeat(context + 10);
+    let err = model.perplexity(&text, false).unwrap_err().to_string();
+    assert!(err.contains("longer than the model's context"), "{err}");
 }
