@@ -49,6 +49,9 @@ enum Command {
     Train(commands::train::TrainArgs),
     /// Run a fine-tuned model on a dataset split: metrics and predictions.
     Predict(commands::predict::PredictArgs),
+    /// Prompt sets, and prompt selection evaluated against measured performance.
+    #[command(subcommand)]
+    Prompts(commands::prompts::PromptsCmd),
     /// Compute task embeddings (DTEs of datasets, MTEs of models) into the store.
     #[command(subcommand)]
     Embed(commands::embed::EmbedCmd),
@@ -103,6 +106,7 @@ fn main() -> ExitCode {
         Command::Train(args) => commands::train::run(&ctx, args),
         Command::Predict(args) => commands::predict::run(&ctx, args),
         Command::Embed(cmd) => commands::embed::run(&ctx, cmd),
+        Command::Prompts(cmd) => commands::prompts::run(&ctx, cmd),
         Command::Ls(args) => commands::store::ls(&ctx, args),
         Command::Show { id } => commands::store::show(&ctx, &id),
         Command::Export(args) => commands::store::export_cmd(&ctx, args),

@@ -8,4 +8,6 @@ pub mod finetune;
 pub mod methods;
 pub mod model_outputs;
 pub mod probe;
+pub mod prompt_eval;
+pub mod prompted;
 pub mod surrogate;

@@ -9,6 +9,7 @@ use fute::methods::surrogate_training::SurrogateTraining;
 use fute::methods::Method;
 use fute::model_outputs::{outputs_on_corpus, SubjectModel};
 use fute::probe::ProbeSet;
+use fute::prompted::PromptedLlm;
 use fute::surrogate::{resolve_model_dir, Surrogate};
 use fute_core::dataset::Split;
 use fute_core::embedding::{EmbeddingKind, Store, StoredDType, Subject, SubjectKind};
@@ -43,6 +44,9 @@ pub enum EmbedCmd {
         /// Label names of the --data file, comma-separated (classification).
         #[arg(long, value_delimiter = ',')]
         labels: Vec<String>,
+        /// Embedding method.
+        #[arg(long, value_enum, default_value_t = MethodArg::Fim)]
+        method: MethodArg,
         #[command(flatten)]
         common: CommonArgs,
         /// Which split's gold pairs to use.
@@ -61,6 +65,34 @@ pub enum EmbedCmd {
         /// The unlabelled corpus U (see `fute corpus build`).
         #[arg(long)]
         corpus: String,
+        /// Embedding method (one that trains the surrogate on the targets).
+        #[arg(long, value_enum, default_value_t = MethodArg::Fim)]
+        method: MethodArg,
+        #[command(flatten)]
+        common: CommonArgs,
+    },
+    /// MTE of an LLM driven by a prompt: label U with its label distributions, train the surrogate on that.
+    ///
+    /// Examples:
+    ///   fute corpus build u-sa --shape single --exclude imdb,rotten-tomatoes --per-source 50
+    ///   fute embed llm --prompt-set sa --prompt 3 --corpus u-sa --method fim
+    ///   fute embed llm --backend http --url http://127.0.0.1:8080 --model smollm2 --prompt-set sa --prompt 3 --corpus u-sa
+    #[command(verbatim_doc_comment)]
+    Llm {
+        /// Prompt set: a built-in name (sa, nli) or a .toml/.json file.
+        #[arg(long, default_value = "sa")]
+        prompt_set: String,
+        /// Which prompt of the set (0-based; see `fute prompts list`).
+        #[arg(long)]
+        prompt: usize,
+        /// The task-shaped unlabelled corpus U (see `fute corpus build --shape`).
+        #[arg(long)]
+        corpus: String,
+        /// Embedding method (one that trains the surrogate on the targets).
+        #[arg(long, value_enum, default_value_t = MethodArg::Fim)]
+        method: MethodArg,
+        #[command(flatten)]
+        llm: super::llm::LlmArgs,
         #[command(flatten)]
         common: CommonArgs,
     },
@@ -72,9 +104,6 @@ pub struct CommonArgs {
     /// Surrogate model: a model asset name or a Hugging Face folder. It defines the space.
     #[arg(long, default_value = "minilm")]
     pub surrogate: String,
-    /// Embedding method.
-    #[arg(long, value_enum, default_value_t = MethodArg::Fim)]
-    pub method: MethodArg,
     /// Maximum tokens per input.
     #[arg(long, default_value_t = 128)]
     pub max_len: usize,
@@ -229,15 +258,16 @@ pub enum ComponentsArg {
 }
 
 impl CommonArgs {
-    fn method(&self) -> Method {
-        match self.method {
+    /// The method `m` with these hyper-parameters.
+    pub fn method(&self, m: MethodArg) -> Method {
+        match m {
             MethodArg::Textemb => Method::TextEmb {
                 max_len: self.max_len,
                 batch: self.batch,
             },
             MethodArg::Curvegrad => Method::CurveGrad(self.training()),
             MethodArg::Prefix | MethodArg::PromptTuning | MethodArg::Lora | MethodArg::Bitfit => {
-                self.peft()
+                self.peft(m)
             }
             MethodArg::Fim => Method::Fim(FimConfig {
                 training: self.training(),
@@ -270,8 +300,8 @@ impl CommonArgs {
         }
     }
 
-    fn peft(&self) -> Method {
-        let peft = match self.method {
+    fn peft(&self, m: MethodArg) -> Method {
+        let peft = match m {
             MethodArg::Prefix => PeftConfig::Prefix(PrefixConfig {
                 len: self.prefix_len,
                 projection: self.projection.then_some(self.projection_dim),
@@ -326,6 +356,7 @@ impl CommonArgs {
 fn run_embed(
     ctx: &Context,
     common: &CommonArgs,
+    method: MethodArg,
     what: String,
     make: impl FnOnce(
         &Surrogate,
@@ -340,7 +371,7 @@ fn run_embed(
 ) -> anyhow::Result<()> {
     let surrogate = Surrogate::open(&resolve_model_dir(&common.surrogate, &ctx.assets)?)?;
     let store = Store::open(&ctx.workspace.state_dir())?;
-    let method = common.method();
+    let method = common.method(method);
     let (subject, kind, probe, corpus, mut extra) = make(&surrogate, &method)?;
     extra.insert(
         "surrogate_dir".into(),
@@ -375,6 +406,7 @@ pub fn run(ctx: &Context, cmd: EmbedCmd) -> anyhow::Result<()> {
             data,
             schema,
             labels,
+            method,
             common,
             split,
         } => {
@@ -400,7 +432,7 @@ pub fn run(ctx: &Context, cmd: EmbedCmd) -> anyhow::Result<()> {
                 (None, None) => unreachable!("clap requires a name or --data"),
             };
             let name = ds.card.name.clone();
-            run_embed(ctx, &common, name.clone(), |_, _| {
+            run_embed(ctx, &common, method, name.clone(), |_, _| {
                 let probe = ProbeSet::from_dataset(&ds, split, common.limit, common.seed)?;
                 let extra = BTreeMap::from([
                     ("dataset_hash".into(), ds.content_hash().into()),
@@ -418,17 +450,12 @@ pub fn run(ctx: &Context, cmd: EmbedCmd) -> anyhow::Result<()> {
         EmbedCmd::Model {
             dir,
             corpus,
+            method,
             common,
         } => {
             let what = dir.display().to_string();
-            run_embed(ctx, &common, what.clone(), |_, method| {
-                let mut u = ctx.workspace.load_corpus(&corpus)?;
-                if let Some(n) = common.limit {
-                    // A seeded subset of U: still a fixed corpus, with its own hash.
-                    SplitMix64::new(common.seed).shuffle(&mut u.inputs);
-                    u.inputs.truncate(n);
-                    u.card.hash = fute_core::corpus::content_hash(&u.inputs);
-                }
+            run_embed(ctx, &common, method, what.clone(), |_, method| {
+                let u = load_corpus(ctx, &corpus, &common)?;
                 if !method.uses_targets() {
                     anyhow::bail!(fute_core::Error::Invalid(format!(
                         "method `{}` ignores targets, so every model's MTE on the same corpus would be identical; use --method fim",
@@ -463,7 +490,94 @@ pub fn run(ctx: &Context, cmd: EmbedCmd) -> anyhow::Result<()> {
                 ))
             })
         }
+        EmbedCmd::Llm {
+            prompt_set,
+            prompt,
+            corpus,
+            method,
+            llm,
+            common,
+        } => embed_llm(ctx, &prompt_set, prompt, &corpus, method, &llm, &common),
     }
+}
+
+/// Corpus `name`, or a seeded subset of it with `--limit` (still a fixed corpus, with its own hash).
+fn load_corpus(
+    ctx: &Context,
+    name: &str,
+    common: &CommonArgs,
+) -> anyhow::Result<fute_core::corpus::Corpus> {
+    let mut u = ctx.workspace.load_corpus(name)?;
+    if let Some(n) = common.limit {
+        SplitMix64::new(common.seed).shuffle(&mut u.inputs);
+        u.inputs.truncate(n);
+        u.card.hash = fute_core::corpus::content_hash(&u.inputs);
+    }
+    Ok(u)
+}
+
+fn embed_llm(
+    ctx: &Context,
+    prompt_set: &str,
+    prompt: usize,
+    corpus: &str,
+    method: MethodArg,
+    llm: &super::llm::LlmArgs,
+    common: &CommonArgs,
+) -> anyhow::Result<()> {
+    let set = fute_llm::PromptSet::load(prompt_set)?;
+    set.prompt(prompt)?;
+    let backend = llm.open(ctx)?;
+    let cached = super::llm::cached(ctx, &*backend)?;
+    let settings = llm.settings();
+    let prompted = PromptedLlm {
+        backend: &cached,
+        set: &set,
+        prompt,
+        settings: &settings,
+        max_chars: llm.max_chars,
+    };
+    let what = prompted.name();
+    run_embed(ctx, common, method, what.clone(), |_, method| {
+        let u = load_corpus(ctx, corpus, common)?;
+        if !method.uses_targets() {
+            anyhow::bail!(fute_core::Error::Invalid(format!(
+                "method `{}` ignores targets, so every prompt's MTE on the same corpus would be identical; use --method fim",
+                method.name()
+            )));
+        }
+        let pb = super::progress_bar(format!("labelling corpus {corpus} with {what}"));
+        let probe = prompted.probe_set(
+            u.inputs.iter().map(|i| i.segments.clone()).collect(),
+            &mut |done, total| {
+                pb.set_length(total as u64);
+                pb.set_position(done as u64);
+            },
+        )?;
+        pb.finish_and_clear();
+        let stats = cached.stats();
+        eprintln!(
+            "{what}: {} LLM calls answered from the cache, {} made",
+            stats.hits, stats.misses
+        );
+        let extra = BTreeMap::from([
+            ("corpus_name".into(), Value::from(corpus.to_owned())),
+            ("prompt_set".into(), Value::from(set.name.clone())),
+            ("prompt".into(), Value::from(prompt)),
+        ]);
+        let subject = Subject {
+            kind: SubjectKind::PromptedLlm,
+            name: what.clone(),
+            hash: prompted.hash()?,
+        };
+        Ok((
+            subject,
+            EmbeddingKind::Mte,
+            probe,
+            Some(u.card.hash.clone()),
+            extra,
+        ))
+    })
 }
 
 fn report(out: &Embedded, json: bool) -> anyhow::Result<()> {

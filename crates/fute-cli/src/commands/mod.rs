@@ -5,7 +5,9 @@ pub mod corpus;
 pub mod data;
 pub mod demo;
 pub mod embed;
+pub mod llm;
 pub mod predict;
+pub mod prompts;
 pub mod store;
 pub mod train;
 
@@ -34,5 +36,19 @@ pub fn spinner(msg: impl Into<String>) -> indicatif::ProgressBar {
     );
     pb.set_message(msg.into());
     pb.enable_steady_tick(std::time::Duration::from_millis(120));
+    pb
+}
+
+/// A progress bar on stderr (position/length set by the caller); hidden when stderr is not a terminal.
+pub fn progress_bar(msg: impl Into<String>) -> indicatif::ProgressBar {
+    let pb = indicatif::ProgressBar::new(0);
+    pb.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{msg} [{bar:30}] {pos}/{len} ({elapsed}, eta {eta})",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    pb.set_message(msg.into());
     pb
 }

@@ -1,0 +1,303 @@
+//! `fute prompts list|evaluate`: prompt sets, and prompt selection judged
+//! against each prompt's measured performance (the paper's table).
+
+use super::embed::{CommonArgs, MethodArg};
+use super::llm::LlmArgs;
+use super::{print_json, user};
+use crate::table::Table;
+use crate::Context;
+use clap::Subcommand;
+use fute::prompt_eval::{
+    evaluate_dataset, summarise, DatasetReport, FuteSpace, PromptEvalConfig, TaskMetric,
+};
+use fute::prompted::restrict_to_labels;
+use fute::surrogate::{resolve_model_dir, Surrogate};
+use fute_core::dataset::{Split, TaskSchema};
+use fute_core::embedding::Store;
+use fute_llm::PromptSet;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// Prompt sub-commands.
+// Parsed once per process: the size difference between variants costs nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Subcommand)]
+pub enum PromptsCmd {
+    /// Show a prompt set: each prompt's index, mode, template and verbalisers.
+    List {
+        /// A built-in set (sa, nli) or a .toml/.json file.
+        #[arg(long, default_value = "sa")]
+        prompt_set: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Rank an LLM's prompts for target datasets with FUTE and every baseline, and judge each
+    /// ranking against the prompts' measured performance (Performance, Rate, NDCG).
+    ///
+    /// Every LLM call is cached in the workspace: a rerun or an interrupted run repeats none.
+    /// `--limit` caps the DTE's training examples; U's size is the corpus's.
+    ///
+    /// Examples:
+    ///   fute corpus build u-sa --shape single --exclude imdb,rotten-tomatoes,tweets --per-source 40
+    ///   fute prompts evaluate --prompt-set sa --datasets imdb,rotten-tomatoes,tweets --corpus u-sa --eval-limit 100
+    ///   fute prompts evaluate --prompt-set nli --datasets imppres,vitaminc \
+    ///       --label-map True=entailment,False=contradiction,Neither=neutral --corpus u-nli
+    #[command(verbatim_doc_comment)]
+    Evaluate {
+        /// A built-in set (sa, nli) or a .toml/.json file.
+        #[arg(long, default_value = "sa")]
+        prompt_set: String,
+        /// Target datasets, comma-separated (classification; see `fute data list`).
+        #[arg(long, value_delimiter = ',', required = true)]
+        datasets: Vec<String>,
+        /// Dataset label → prompt-set label, e.g. True=entailment (same names map themselves;
+        /// examples whose label maps to nothing are dropped).
+        #[arg(long, value_delimiter = ',')]
+        label_map: Vec<String>,
+        /// The labelled split each prompt is measured on.
+        #[arg(long, default_value = "test")]
+        split: Split,
+        /// At most this many evaluation examples per dataset (seeded subset; the paper: 1000).
+        #[arg(long, default_value_t = 1000)]
+        eval_limit: usize,
+        /// SPELL averages each prompt's perplexity over this many evaluation inputs (0: no SPELL).
+        #[arg(long, default_value_t = 100)]
+        spell_inputs: usize,
+        /// accuracy or macro-f1 [default: macro-f1 for NLI sets, else accuracy].
+        #[arg(long, value_parser = ["accuracy", "macro-f1"])]
+        metric: Option<String>,
+        /// Skip Self-Select (asking the LLM to pick its own prompt).
+        #[arg(long)]
+        no_self_select: bool,
+        /// The task-shaped corpus U the prompted LLMs label for their MTEs (FUTE rows).
+        #[arg(long, required_unless_present = "no_fute")]
+        corpus: Option<String>,
+        /// FUTE methods, comma-separated: each gives a row "FUTE + <method>".
+        #[arg(long, value_enum, value_delimiter = ',', default_value = "fim,prefix")]
+        methods: Vec<MethodArg>,
+        /// Skip FUTE (baselines only).
+        #[arg(long)]
+        no_fute: bool,
+        /// Subtract the MTEs' mean before the cosine.
+        #[arg(long)]
+        centre: bool,
+        /// Also write every score and the summary as JSON to this file.
+        #[arg(long)]
+        json_out: Option<PathBuf>,
+        #[command(flatten)]
+        llm: LlmArgs,
+        #[command(flatten)]
+        common: CommonArgs,
+    },
+}
+
+/// Runs a prompts sub-command.
+pub fn run(ctx: &Context, cmd: PromptsCmd) -> anyhow::Result<()> {
+    match cmd {
+        PromptsCmd::List { prompt_set, json } => {
+            let set = PromptSet::load(&prompt_set)?;
+            if json {
+                return print_json(&set);
+            }
+            println!(
+                "prompt set `{}` ({}), labels: {}",
+                set.name,
+                set.task,
+                set.labels.join(", ")
+            );
+            let mut t = Table::new(&["#", "MODE", "TEMPLATE", "VERBALISERS"]);
+            for (i, p) in set.prompts.iter().enumerate() {
+                t.row(vec![
+                    i.to_string(),
+                    format!("{:?}", p.mode).to_lowercase(),
+                    p.template.replace('\n', "\\n"),
+                    p.verbalizers
+                        .iter()
+                        .map(|v| format!("{}: {}", v.label, v.words.join("/")))
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                ]);
+            }
+            print!("{}", t.render());
+            Ok(())
+        }
+        PromptsCmd::Evaluate {
+            prompt_set,
+            datasets,
+            label_map,
+            split,
+            eval_limit,
+            spell_inputs,
+            metric,
+            no_self_select,
+            corpus,
+            methods,
+            no_fute,
+            centre,
+            json_out,
+            llm,
+            common,
+        } => {
+            let set = PromptSet::load(&prompt_set)?;
+            let mut map = BTreeMap::new();
+            for pair in &label_map {
+                let (from, to) = pair.split_once('=').ok_or_else(|| {
+                    user(format!("--label-map takes OWN=SET pairs, not `{pair}`"))
+                })?;
+                map.insert(from.trim().to_string(), to.trim().to_string());
+            }
+            let mut targets = Vec::new();
+            let mut own_labels: Vec<String> = Vec::new();
+            for name in &datasets {
+                let ds = ctx.workspace.load_dataset(name)?;
+                if let TaskSchema::Classification { labels, .. } = &ds.card.schema {
+                    own_labels.extend(labels.iter().cloned());
+                }
+                let (ds, dropped) = restrict_to_labels(&ds, &set.labels, &map)?;
+                if dropped > 0 {
+                    eprintln!(
+                        "{name}: {dropped} examples whose label is not one of {} left out",
+                        set.labels.join(", ")
+                    );
+                }
+                targets.push(ds);
+            }
+            for from in map.keys() {
+                if !own_labels.iter().any(|l| l == from) {
+                    return Err(user(format!(
+                        "--label-map names `{from}`, which is a label of none of {} (their labels: {})",
+                        datasets.join(", "),
+                        own_labels.join(", ")
+                    )));
+                }
+            }
+            let backend = llm.open(ctx)?;
+            let cached = super::llm::cached(ctx, &*backend)?;
+            let cfg = PromptEvalConfig {
+                split,
+                limit: Some(eval_limit),
+                seed: common.seed,
+                max_chars: llm.max_chars,
+                settings: llm.settings(),
+                spell_inputs,
+                metric: match metric.as_deref() {
+                    Some("accuracy") => TaskMetric::Accuracy,
+                    Some(_) => TaskMetric::MacroF1,
+                    None => TaskMetric::for_set(&set),
+                },
+                self_select: !no_self_select,
+            };
+            let store = Store::open(&ctx.workspace.state_dir())?;
+            let space_parts = if no_fute {
+                None
+            } else {
+                let surrogate =
+                    Surrogate::open(&resolve_model_dir(&common.surrogate, &ctx.assets)?)?;
+                let name = corpus.clone().expect("clap requires --corpus");
+                let u = ctx.workspace.load_corpus(&name)?;
+                Some((surrogate, u))
+            };
+            let space = space_parts.as_ref().map(|(surrogate, u)| FuteSpace {
+                store: &store,
+                surrogate,
+                corpus: u,
+                methods: methods
+                    .iter()
+                    .map(|&m| {
+                        let method = common.method(m);
+                        (format!("FUTE + {}", row_name(method.name())), method)
+                    })
+                    .collect(),
+                dte_limit: common.limit,
+                centre,
+            });
+            let mut reports: Vec<DatasetReport> = Vec::new();
+            for ds in &targets {
+                let pb = super::spinner(format!("{}: starting", ds.card.name));
+                let r = evaluate_dataset(&cached, &set, ds, &cfg, space.as_ref(), &mut |line| {
+                    pb.set_message(line)
+                })?;
+                pb.finish_and_clear();
+                print_dataset(&r, cfg.metric);
+                reports.push(r);
+            }
+            let stats = cached.stats();
+            let summary = summarise(&reports);
+            println!(
+                "\n{} prompts of `{}` on {} ({}), averaged over {}:",
+                set.prompts.len(),
+                set.name,
+                cached.identity().model,
+                cached.identity().kind,
+                datasets.join(", ")
+            );
+            let mut t = Table::new(&["METHOD", "PERFORMANCE", "RATE", "NDCG"]);
+            for s in &summary {
+                t.row(vec![
+                    s.method.clone(),
+                    format!("{:.1}", s.performance),
+                    format!("{:.1}", s.rate),
+                    format!("{:.1}", s.ndcg),
+                ]);
+            }
+            print!("{}", t.render());
+            println!(
+                "LLM calls: {} answered from the cache, {} made.",
+                stats.hits, stats.misses
+            );
+            if let Some(path) = json_out {
+                let v = serde_json::json!({ "reports": reports, "summary": summary });
+                fute_core::fsutil::write_atomic(
+                    &path,
+                    serde_json::to_string_pretty(&v)?.as_bytes(),
+                )?;
+                eprintln!("wrote {}", path.display());
+            }
+            Ok(())
+        }
+    }
+}
+
+use fute_llm::LlmBackend as _;
+
+fn row_name(method: &str) -> &str {
+    match method {
+        "fim" => "TaskEmb",
+        "prefix" => "TuPaTE",
+        other => other,
+    }
+}
+
+fn print_dataset(r: &DatasetReport, metric: TaskMetric) {
+    let metric = match metric {
+        TaskMetric::Accuracy => "accuracy",
+        TaskMetric::MacroF1 => "macro-F1",
+    };
+    println!(
+        "\n{} ({} examples): each prompt's {metric} ×100",
+        r.dataset, r.examples
+    );
+    let mut header = vec!["METHOD".to_string()];
+    header.extend((0..r.truth.len()).map(|p| format!("#{p}")));
+    let header: Vec<&str> = header.iter().map(String::as_str).collect();
+    let mut t = Table::new(&header);
+    let mut truth = vec!["truth".to_string()];
+    truth.extend(r.truth.iter().map(|v| format!("{:.1}", v * 100.0)));
+    t.row(truth);
+    for (method, scores) in &r.scores {
+        // Each method's ranking of the prompts (1 = chosen).
+        let neg: Vec<f64> = scores.iter().map(|s| -s).collect();
+        let ranks = fute_core::metrics::target::average_ranks(&neg);
+        let mut row = vec![format!("{method} rank")];
+        row.extend(ranks.iter().map(|r| format!("{r}")));
+        t.row(row);
+    }
+    print!("{}", t.render());
+    let secs: Vec<String> = r
+        .seconds
+        .iter()
+        .map(|(k, v)| format!("{k} {v:.0} s"))
+        .collect();
+    println!("wall time: {}", secs.join(", "));
+}
