@@ -186,9 +186,12 @@ pub fn restrict_to_labels(
             labels.iter().position(|s| s.eq_ignore_ascii_case(to))
         })
         .collect();
-    if target_of.iter().all(Option::is_none) {
+    let mut mapped: Vec<usize> = target_of.iter().flatten().copied().collect();
+    mapped.sort_unstable();
+    mapped.dedup();
+    if mapped.len() < 2 {
         anyhow::bail!(fute_core::Error::Invalid(format!(
-            "no label of `{}` ({}) is a label of the prompt set ({}); map them with --label-map OWN=SET,…",
+            "fewer than two labels of `{}` ({}) are labels of the prompt set ({}); map them with --label-map OWN=SET,…",
             ds.card.name,
             own.join(", "),
             labels.join(", ")
