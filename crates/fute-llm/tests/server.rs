@@ -130,6 +130,8 @@ fn backends_agree_on_label_distributions() {
         sum_diff / cases.len() as f64,
         n = cases.len()
     );
+    // Measured (f32-expanded GGUF vs the server's Q4_1 × Q8_1 arithmetic):
+    // max 0.071, mean 0.022, 10/10 same prediction.
     // Tolerance: Q4_1 weights with Q8_1-quantised activations make both
     // implementations noisy at ~0.1 in log-probability (candle alone moves that
     // much between a batched and a token-by-token prompt pass, and the server
