@@ -131,6 +131,8 @@ fn exit_code(err: &anyhow::Error) -> u8 {
     let user = err.chain().any(|c| {
         c.downcast_ref::<fute_core::Error>()
             .is_some_and(fute_core::Error::is_user_error)
+            || c.downcast_ref::<fute_llm::Error>()
+                .is_some_and(fute_llm::Error::is_user_error)
             || c.downcast_ref::<commands::UserError>().is_some()
     });
     if user {

@@ -67,6 +67,12 @@ pub enum Error {
 }
 
 impl Error {
+    /// Whether the user can fix it (input, configuration, files, the server):
+    /// everything except failures inside the tokenizer or candle.
+    pub fn is_user_error(&self) -> bool {
+        !matches!(self, Error::Tokenizer(_) | Error::Inference(_))
+    }
+
     pub(crate) fn io(path: impl AsRef<std::path::Path>, source: std::io::Error) -> Self {
         Error::Io {
             path: path.as_ref().display().to_string(),

@@ -196,6 +196,11 @@ impl PromptSet {
             return Self::builtin(spec);
         }
         let path = Path::new(spec);
+        if !path.exists() {
+            return Err(Error::Invalid(format!(
+                "no prompt set `{spec}`: not a built-in set (sa, nli) and no such file; a set of your own is a .toml or .json file"
+            )));
+        }
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
         match path.extension().and_then(|e| e.to_str()) {
             Some("json") => Self::from_json_str(&text),

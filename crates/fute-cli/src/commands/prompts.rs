@@ -147,21 +147,14 @@ pub fn run(ctx: &Context, cmd: PromptsCmd) -> anyhow::Result<()> {
                 })?;
                 map.insert(from.trim().to_string(), to.trim().to_string());
             }
-            let mut targets = Vec::new();
+            let mut loaded = Vec::new();
             let mut own_labels: Vec<String> = Vec::new();
             for name in &datasets {
                 let ds = ctx.workspace.load_dataset(name)?;
                 if let TaskSchema::Classification { labels, .. } = &ds.card.schema {
                     own_labels.extend(labels.iter().cloned());
                 }
-                let (ds, dropped) = restrict_to_labels(&ds, &set.labels, &map)?;
-                if dropped > 0 {
-                    eprintln!(
-                        "{name}: {dropped} examples whose label is not one of {} left out",
-                        set.labels.join(", ")
-                    );
-                }
-                targets.push(ds);
+                loaded.push(ds);
             }
             for from in map.keys() {
                 if !own_labels.iter().any(|l| l == from) {
@@ -171,6 +164,18 @@ pub fn run(ctx: &Context, cmd: PromptsCmd) -> anyhow::Result<()> {
                         own_labels.join(", ")
                     )));
                 }
+            }
+            let mut targets = Vec::new();
+            for ds in &loaded {
+                let (ds, dropped) = restrict_to_labels(ds, &set.labels, &map)?;
+                if dropped > 0 {
+                    eprintln!(
+                        "{}: {dropped} examples whose label is not one of {} left out",
+                        ds.card.name,
+                        set.labels.join(", ")
+                    );
+                }
+                targets.push(ds);
             }
             let backend = llm.open(ctx)?;
             let cached = super::llm::cached(ctx, &*backend)?;
