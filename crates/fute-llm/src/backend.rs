@@ -212,14 +212,18 @@ pub fn is_whitespace_token(text: &str) -> bool {
     !text.is_empty() && text.chars().all(char::is_whitespace)
 }
 
+/// ln Σ exp(logits), max-shifted and summed in f64.
+pub fn log_sum_exp(logits: &[f32]) -> f64 {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+    max + logits
+        .iter()
+        .map(|&l| (l as f64 - max).exp())
+        .sum::<f64>()
+        .ln()
+}
+
 /// Log-softmax of `logits` in f64.
 pub fn log_softmax(logits: &[f32]) -> Vec<f32> {
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
-    let lse = max
-        + logits
-            .iter()
-            .map(|&l| (l as f64 - max).exp())
-            .sum::<f64>()
-            .ln();
+    let lse = log_sum_exp(logits);
     logits.iter().map(|&l| (l as f64 - lse) as f32).collect()
 }

@@ -570,14 +570,7 @@ const PERPLEXITY_ROWS: usize = 256;
 /// `log_softmax(logits)[id]`, with the normaliser summed in f64 as
 /// [`log_softmax`] does.
 fn logprob_of(logits: &[f32], id: u32) -> f64 {
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
-    let lse = max
-        + logits
-            .iter()
-            .map(|&l| (l as f64 - max).exp())
-            .sum::<f64>()
-            .ln();
-    logits[id as usize] as f64 - lse
+    logits[id as usize] as f64 - crate::backend::log_sum_exp(logits)
 }
 
 fn argmax(values: &[f32]) -> u32 {

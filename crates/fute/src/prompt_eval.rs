@@ -370,30 +370,18 @@ pub fn prompted_mte(
     let probe = llm.probe_set(inputs, &mut |done, total| {
         report(format!("labelling U {done}/{total}"))
     })?;
-    let extra = BTreeMap::from([
-        (
-            "corpus_name".into(),
-            Value::from(space.corpus.card.name.clone()),
-        ),
-        ("prompt_set".into(), Value::from(set.name.clone())),
-        ("prompt".into(), Value::from(p)),
-    ]);
     Ok(embed(
         space.store,
         space.surrogate,
         EmbedRequest {
-            subject: Subject {
-                kind: SubjectKind::PromptedLlm,
-                name: llm.name(),
-                hash: llm.hash()?,
-            },
+            subject: llm.subject()?,
             kind: EmbeddingKind::Mte,
             probe: &probe,
             method,
             seed: cfg.seed,
             corpus: Some(space.corpus.card.hash.clone()),
             dtype: StoredDType::F32,
-            extra,
+            extra: llm.provenance(&space.corpus.card.name),
         },
         report,
     )?

@@ -8,10 +8,11 @@
 use crate::probe::{ProbeHead, ProbeSet, ProbeTargets};
 use anyhow::Context as _;
 use fute_core::dataset::{Dataset, Target, TaskSchema};
+use fute_core::embedding::{Subject, SubjectKind};
 use fute_llm::{
     label_distribution, LabelDistribution, LabelSettings, LlmBackend, PromptInput, PromptSet,
 };
-use serde_json::json;
+use serde_json::{json, Value};
 use sha2::Digest;
 use std::collections::BTreeMap;
 
@@ -87,6 +88,24 @@ impl PromptedLlm<'_> {
                 "an input with no text cannot fill a prompt".into()
             )),
         }
+    }
+
+    /// The store subject of this prompted LLM's MTEs.
+    pub fn subject(&self) -> anyhow::Result<Subject> {
+        Ok(Subject {
+            kind: SubjectKind::PromptedLlm,
+            name: self.name(),
+            hash: self.hash()?,
+        })
+    }
+
+    /// Provenance kept with its MTE on corpus `corpus_name`.
+    pub fn provenance(&self, corpus_name: &str) -> BTreeMap<String, Value> {
+        BTreeMap::from([
+            ("corpus_name".into(), Value::from(corpus_name)),
+            ("prompt_set".into(), Value::from(self.set.name.clone())),
+            ("prompt".into(), Value::from(self.prompt)),
+        ])
     }
 
     /// The label distribution of every input; `progress(done, total)` after each.

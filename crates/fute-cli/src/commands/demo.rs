@@ -6,10 +6,14 @@ use clap::Args;
 use fute::embed::{embed, EmbedRequest};
 use fute::methods::Method;
 use fute::probe::ProbeSet;
+use fute::prompt_eval::{evaluate_dataset, PromptEvalConfig, TaskMetric};
+use fute::prompted::restrict_to_labels;
 use fute::surrogate::Surrogate;
 use fute_core::dataset::Split;
 use fute_core::embedding::store::RankOptions;
 use fute_core::embedding::{EmbeddingKind, Store, StoredDType, Subject, SubjectKind};
+use fute_llm::gguf::SMOLLM2_FILE;
+use fute_llm::{GgufBackend, LabelSettings, PromptSet};
 use std::collections::BTreeMap;
 
 /// Options of the demo.
@@ -21,6 +25,9 @@ pub struct DemoArgs {
     /// Examples per dataset embedded.
     #[arg(long, default_value_t = 200)]
     examples: usize,
+    /// Rotten Tomatoes test reviews each prompt of the LLM is measured on (0: skip that step).
+    #[arg(long, default_value_t = 20)]
+    reviews: usize,
 }
 
 /// The datasets the demo embeds and compares.
@@ -34,20 +41,20 @@ const DEMO_DATASETS: [&str; 5] = [
 
 /// Fetches the real assets, imports every dataset, builds U, embeds datasets and ranks them.
 pub fn run(ctx: &Context, args: DemoArgs) -> anyhow::Result<()> {
-    eprintln!("== 1/4 fetching the real assets (package registries only; cached by checksum)");
+    eprintln!("== 1/5 fetching the real assets (package registries only; cached by checksum)");
     let names: Vec<String> = if args.bigbench {
         vec!["bigbench".into()]
     } else {
         Vec::new()
     };
     super::assets::fetch(ctx, &names, true, false)?;
-    eprintln!("== 2/4 importing and validating every packaged dataset");
+    eprintln!("== 2/5 importing and validating every packaged dataset");
     super::data::list(ctx, false)?;
-    eprintln!("== 3/4 building the unlabelled corpus U (1,000 inputs per source, seed 42)");
+    eprintln!("== 3/5 building the unlabelled corpus U (1,000 inputs per source, seed 42)");
     let spec = fute_core::corpus::CorpusSpec::default();
     super::corpus::build(ctx, "demo-u", &spec, true, false)?;
     eprintln!(
-        "== 4/4 embedding {} datasets with TextEmb on the MiniLM surrogate ({} examples each) and comparing them",
+        "== 4/5 embedding {} datasets with TextEmb on the MiniLM surrogate ({} examples each) and comparing them",
         DEMO_DATASETS.len(),
         args.examples
     );
@@ -119,6 +126,70 @@ pub fn run(ctx: &Context, args: DemoArgs) -> anyhow::Result<()> {
     }
     println!();
     print!("{}", t.render());
-    println!("\nEverything is in {}: try `fute ls`, `fute rank --target <ID> --centre`, `fute embed dataset tweets --method fim --limit 200`.", ctx.workspace.state_dir().display());
+    if args.reviews > 0 {
+        which_prompt(ctx, args.reviews)?;
+    }
+    println!("\nEverything is in {}: try `fute ls`, `fute rank --target <ID> --centre`, `fute embed dataset tweets --method fim --limit 200`, `fute prompts evaluate --help`.", ctx.workspace.state_dir().display());
+    Ok(())
+}
+
+/// Step 5: the label-free prompt-selection baselines and Self-Select on the
+/// packaged SmolLM2, judged against each prompt's measured accuracy.
+fn which_prompt(ctx: &Context, reviews: usize) -> anyhow::Result<()> {
+    eprintln!(
+        "== 5/5 which prompt should SmolLM2-135M-Instruct use for Rotten Tomatoes? (13 prompts, {reviews} test reviews; chain-of-thought cut to 16 tokens)"
+    );
+    let backend = GgufBackend::load(ctx.assets.dir("smollm2")?.join(SMOLLM2_FILE))?;
+    let cached = super::llm::cached(ctx, &backend)?;
+    let set = PromptSet::builtin("sa")?;
+    let ds = ctx.workspace.load_dataset("rotten-tomatoes")?;
+    let (ds, _) = restrict_to_labels(&ds, &set.labels, &BTreeMap::new())?;
+    let cfg = PromptEvalConfig {
+        split: Split::Test,
+        limit: Some(reviews),
+        seed: 42,
+        max_chars: Some(1500),
+        settings: LabelSettings {
+            cot_max_tokens: 16,
+            ..LabelSettings::default()
+        },
+        spell_inputs: 5.min(reviews),
+        metric: TaskMetric::Accuracy,
+        self_select: true,
+    };
+    let pb = super::spinner("asking SmolLM2");
+    let t = std::time::Instant::now();
+    let r = evaluate_dataset(&cached, &set, &ds, &cfg, None, &mut |m| pb.set_message(m))?;
+    pb.finish_and_clear();
+    let best = r.truth.iter().copied().fold(f64::MIN, f64::max);
+    let mut table = Table::new(&["METHOD", "PICKS PROMPT", "ITS ACCURACY", "OF THE BEST"]);
+    for (method, scores) in &r.scores {
+        let top = scores.iter().copied().fold(f64::MIN, f64::max);
+        let picks: Vec<usize> = (0..scores.len()).filter(|&p| scores[p] == top).collect();
+        let acc = picks.iter().map(|&p| r.truth[p]).sum::<f64>() / picks.len() as f64;
+        table.row(vec![
+            method.clone(),
+            picks
+                .iter()
+                .map(|p| format!("#{p}"))
+                .collect::<Vec<_>>()
+                .join(" "),
+            format!("{:.1}", acc * 100.0),
+            format!("{:.0} %", acc / best * 100.0),
+        ]);
+    }
+    println!(
+        "\nSmolLM2 on {} Rotten Tomatoes reviews: prompt accuracies {} (best {:.1}); {:.0} s",
+        r.examples,
+        r.truth
+            .iter()
+            .enumerate()
+            .map(|(p, t)| format!("#{p} {:.0}", t * 100.0))
+            .collect::<Vec<_>>()
+            .join(", "),
+        best * 100.0,
+        t.elapsed().as_secs_f64()
+    );
+    print!("{}", table.render());
     Ok(())
 }

@@ -560,22 +560,12 @@ fn embed_llm(
             "{what}: {} LLM calls answered from the cache, {} made",
             stats.hits, stats.misses
         );
-        let extra = BTreeMap::from([
-            ("corpus_name".into(), Value::from(corpus.to_owned())),
-            ("prompt_set".into(), Value::from(set.name.clone())),
-            ("prompt".into(), Value::from(prompt)),
-        ]);
-        let subject = Subject {
-            kind: SubjectKind::PromptedLlm,
-            name: what.clone(),
-            hash: prompted.hash()?,
-        };
         Ok((
-            subject,
+            prompted.subject()?,
             EmbeddingKind::Mte,
             probe,
             Some(u.card.hash.clone()),
-            extra,
+            prompted.provenance(corpus),
         ))
     })
 }
