@@ -3,8 +3,9 @@
 use crate::methods::Method;
 use crate::probe::ProbeSet;
 use crate::surrogate::Surrogate;
+use fute_core::dataset::{Dataset, Split};
 use fute_core::embedding::{
-    EmbeddingKind, EmbeddingMeta, EmbeddingRecord, Space, Store, StoredDType, Subject,
+    EmbeddingKind, EmbeddingMeta, EmbeddingRecord, Space, Store, StoredDType, Subject, SubjectKind,
 };
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -35,6 +36,29 @@ pub struct Embedded {
     pub record: EmbeddingRecord,
     /// Whether it was already in the store (nothing computed).
     pub cached: bool,
+}
+
+/// The store subject and provenance of a DTE whose `probe` was drawn from
+/// `split` of `ds` (the subject hash is the probe's: exactly the pairs embedded).
+pub fn dte_subject(
+    ds: &Dataset,
+    split: Split,
+    probe: &ProbeSet,
+) -> (Subject, BTreeMap<String, Value>) {
+    let subject = Subject {
+        kind: SubjectKind::Dataset,
+        name: ds.card.name.clone(),
+        hash: probe.hash(),
+    };
+    let provenance = BTreeMap::from([
+        ("dataset_hash".into(), Value::from(ds.content_hash())),
+        ("split".into(), Value::from(split.as_str())),
+        (
+            "dataset_examples".into(),
+            Value::from(ds.split(split).len()),
+        ),
+    ]);
+    (subject, provenance)
 }
 
 /// Versions recorded with every embedding.

@@ -5,7 +5,7 @@
 //! inputs — and each ranking is judged against the prompts' measured
 //! performance on the labelled evaluation split (Performance, Rate, NDCG).
 
-use crate::embed::{embed, EmbedRequest};
+use crate::embed::{dte_subject, embed, EmbedRequest};
 use crate::methods::Method;
 use crate::probe::ProbeSet;
 use crate::prompted::PromptedLlm;
@@ -13,13 +13,12 @@ use crate::surrogate::Surrogate;
 use fute_core::corpus::Corpus;
 use fute_core::dataset::{Dataset, Split, Target};
 use fute_core::embedding::store::RankOptions;
-use fute_core::embedding::{EmbeddingKind, Store, StoredDType, Subject, SubjectKind};
+use fute_core::embedding::{EmbeddingKind, Store, StoredDType};
 use fute_core::metrics::{ranking, target};
 use fute_core::prompt_selection as ps;
 use fute_core::rng::SplitMix64;
 use fute_llm::{LabelSettings, LlmBackend, PromptMode, PromptSet, ScoreQuery};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use std::collections::BTreeMap;
 use std::time::Instant;
 
@@ -283,24 +282,13 @@ fn fute_scores(
 ) -> anyhow::Result<Vec<f64>> {
     let name = &ds.card.name;
     let probe = ProbeSet::from_dataset(ds, Split::Train, space.dte_limit, cfg.seed)?;
-    let extra = BTreeMap::from([
-        ("dataset_hash".into(), Value::from(ds.content_hash())),
-        ("split".into(), Value::from("train")),
-        (
-            "dataset_examples".into(),
-            Value::from(ds.split(Split::Train).len()),
-        ),
-    ]);
+    let (subject, extra) = dte_subject(ds, Split::Train, &probe);
     report(format!("{name}: {} DTE", method.name()));
     let dte = embed(
         space.store,
         space.surrogate,
         EmbedRequest {
-            subject: Subject {
-                kind: SubjectKind::Dataset,
-                name: name.clone(),
-                hash: probe.hash(),
-            },
+            subject,
             kind: EmbeddingKind::Dte,
             probe: &probe,
             method,

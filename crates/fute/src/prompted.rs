@@ -77,12 +77,8 @@ impl PromptedLlm<'_> {
         match segments {
             [a, b, ..] => Ok(PromptInput::pair(cut(a), cut(b))),
             [a] => {
-                let words: Vec<&str> = a.split_whitespace().collect();
-                let mid = words.len() / 2;
-                Ok(PromptInput::pair(
-                    cut(&words[..mid].join(" ")),
-                    cut(&words[mid..].join(" ")),
-                ))
+                let [premise, hypothesis] = fute_core::corpus::halves(a);
+                Ok(PromptInput::pair(cut(&premise), cut(&hypothesis)))
             }
             [] => anyhow::bail!(fute_core::Error::Invalid(
                 "an input with no text cannot fill a prompt".into()

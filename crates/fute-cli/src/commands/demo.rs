@@ -3,7 +3,7 @@
 use crate::table::Table;
 use crate::Context;
 use clap::Args;
-use fute::embed::{embed, EmbedRequest};
+use fute::embed::{dte_subject, embed, EmbedRequest};
 use fute::methods::Method;
 use fute::probe::ProbeSet;
 use fute::prompt_eval::{evaluate_dataset, PromptEvalConfig, TaskMetric};
@@ -11,7 +11,8 @@ use fute::prompted::restrict_to_labels;
 use fute::surrogate::Surrogate;
 use fute_core::dataset::Split;
 use fute_core::embedding::store::RankOptions;
-use fute_core::embedding::{EmbeddingKind, Store, StoredDType, Subject, SubjectKind};
+use fute_core::embedding::{EmbeddingKind, Store, StoredDType};
+use fute_core::metrics::ranking;
 use fute_llm::gguf::SMOLLM2_FILE;
 use fute_llm::{GgufBackend, LabelSettings, PromptSet};
 use std::collections::BTreeMap;
@@ -68,26 +69,20 @@ pub fn run(ctx: &Context, args: DemoArgs) -> anyhow::Result<()> {
     for name in DEMO_DATASETS {
         let ds = ctx.workspace.load_dataset(name)?;
         let probe = ProbeSet::from_dataset(&ds, Split::Train, Some(args.examples), 42)?;
+        let (subject, extra) = dte_subject(&ds, Split::Train, &probe);
         let pb = super::spinner(format!("TextEmb DTE of {name}"));
         let out = embed(
             &store,
             &surrogate,
             EmbedRequest {
-                subject: Subject {
-                    kind: SubjectKind::Dataset,
-                    name: name.into(),
-                    hash: probe.hash(),
-                },
+                subject,
                 kind: EmbeddingKind::Dte,
                 probe: &probe,
                 method: &method,
                 seed: 42,
                 corpus: None,
                 dtype: StoredDType::F32,
-                extra: BTreeMap::from([(
-                    "dataset_examples".into(),
-                    ds.split(Split::Train).len().into(),
-                )]),
+                extra,
             },
             &mut |m| pb.set_message(m),
         )?;
@@ -164,9 +159,10 @@ fn which_prompt(ctx: &Context, reviews: usize) -> anyhow::Result<()> {
     let best = r.truth.iter().copied().fold(f64::MIN, f64::max);
     let mut table = Table::new(&["METHOD", "PICKS PROMPT", "ITS ACCURACY", "OF THE BEST"]);
     for (method, scores) in &r.scores {
-        let top = scores.iter().copied().fold(f64::MIN, f64::max);
-        let picks: Vec<usize> = (0..scores.len()).filter(|&p| scores[p] == top).collect();
-        let acc = picks.iter().map(|&p| r.truth[p]).sum::<f64>() / picks.len() as f64;
+        // Tied picks: Performance and Rate take the mean over them.
+        let ranks = ranking::shared_ranks(scores);
+        let top = ranks.iter().copied().fold(f64::MAX, f64::min);
+        let picks: Vec<usize> = (0..scores.len()).filter(|&p| ranks[p] == top).collect();
         table.row(vec![
             method.clone(),
             picks
@@ -174,8 +170,8 @@ fn which_prompt(ctx: &Context, reviews: usize) -> anyhow::Result<()> {
                 .map(|p| format!("#{p}"))
                 .collect::<Vec<_>>()
                 .join(" "),
-            format!("{:.1}", acc * 100.0),
-            format!("{:.0} %", acc / best * 100.0),
+            format!("{:.1}", ranking::performance(scores, &r.truth) * 100.0),
+            format!("{:.0} %", ranking::rate(scores, &r.truth) * 100.0),
         ]);
     }
     println!(

@@ -2,7 +2,7 @@
 
 use crate::Context;
 use clap::{Args, Subcommand, ValueEnum};
-use fute::embed::{embed, EmbedRequest, Embedded};
+use fute::embed::{dte_subject, embed, EmbedRequest, Embedded};
 use fute::methods::fim::{FimComponents, FimConfig};
 use fute::methods::peft::{default_lr, PeftMethod};
 use fute::methods::surrogate_training::SurrogateTraining;
@@ -434,16 +434,7 @@ pub fn run(ctx: &Context, cmd: EmbedCmd) -> anyhow::Result<()> {
             let name = ds.card.name.clone();
             run_embed(ctx, &common, method, name.clone(), |_, _| {
                 let probe = ProbeSet::from_dataset(&ds, split, common.limit, common.seed)?;
-                let extra = BTreeMap::from([
-                    ("dataset_hash".into(), ds.content_hash().into()),
-                    ("split".into(), split.as_str().into()),
-                    ("dataset_examples".into(), ds.split(split).len().into()),
-                ]);
-                let subject = Subject {
-                    kind: SubjectKind::Dataset,
-                    name: name.clone(),
-                    hash: probe.hash(),
-                };
+                let (subject, extra) = dte_subject(&ds, split, &probe);
                 Ok((subject, EmbeddingKind::Dte, probe, None, extra))
             })
         }

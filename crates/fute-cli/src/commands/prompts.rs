@@ -295,8 +295,7 @@ fn print_dataset(r: &DatasetReport, metric: TaskMetric) {
     t.row(truth);
     for (method, scores) in &r.scores {
         // Each method's ranking of the prompts (1 = chosen).
-        let neg: Vec<f64> = scores.iter().map(|s| -s).collect();
-        let ranks = fute_core::metrics::target::average_ranks(&neg);
+        let ranks = fute_core::metrics::ranking::shared_ranks(scores);
         let mut row = vec![format!("{method} rank")];
         row.extend(ranks.iter().map(|r| format!("{r}")));
         t.row(row);

@@ -111,18 +111,25 @@ pub fn content_hash(inputs: &[CorpusInput]) -> String {
     sha256_hex(&bytes)
 }
 
+/// A text cut in two at the middle word boundary (the first half has the
+/// smaller half of the words), whitespace normalised to single spaces.
+pub fn halves(text: &str) -> [String; 2] {
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let mid = words.len() / 2;
+    [words[..mid].join(" "), words[mid..].join(" ")]
+}
+
 fn reshape(segments: Vec<String>, shape: CorpusShape) -> Option<Vec<String>> {
     match (shape, segments.len()) {
         (CorpusShape::Any, _) => Some(segments),
         (CorpusShape::Single, 2) => Some(vec![segments[1].clone()]),
         (CorpusShape::Single, _) => Some(segments),
         (CorpusShape::Pair, 1) => {
-            let words: Vec<&str> = segments[0].split_whitespace().collect();
-            if words.len() < 4 {
+            if segments[0].split_whitespace().count() < 4 {
                 return None;
             }
-            let mid = words.len() / 2;
-            Some(vec![words[..mid].join(" "), words[mid..].join(" ")])
+            let [a, b] = halves(&segments[0]);
+            Some(vec![a, b])
         }
         (CorpusShape::Pair, _) => Some(segments),
     }

@@ -6,7 +6,7 @@
 //! All-equal scores therefore give the value of a random ranking, not 0 or 1.
 
 /// 1-based ranks by decreasing score, ties sharing the mean of their positions.
-fn shared_ranks(scores: &[f64]) -> Vec<f64> {
+pub fn shared_ranks(scores: &[f64]) -> Vec<f64> {
     let neg: Vec<f64> = scores.iter().map(|s| -s).collect();
     super::target::average_ranks(&neg)
 }
