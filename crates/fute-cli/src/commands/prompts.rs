@@ -37,9 +37,9 @@ pub enum PromptsCmd {
     ///
     /// Every LLM call is cached in the workspace: a rerun or an interrupted run repeats none.
     /// `--limit` caps the DTE's training examples; U's size is the corpus's.
-    /// Cost on 2 CPU cores with SmolLM2: ~0.2–0.8 s per vanilla call, plus ~27 ms per
+    /// Cost on 2 CPU cores with SmolLM2: ~0.2–0.5 s per vanilla call, plus ~27 ms per
     /// reasoning token of the 3 chain-of-thought prompts; 40 reviews × 13 prompts took
-    /// 2.5–10.5 min per dataset with --cot-max-tokens 16.
+    /// 2.4 min (Rotten Tomatoes) to 10.6 min (IMDB) with --cot-max-tokens 16.
     ///
     /// Examples:
     ///   fute corpus build u-sa --shape single --exclude imdb,rotten-tomatoes,tweets --per-source 40
