@@ -73,6 +73,10 @@ enum Command {
     },
     /// Rank candidates (sources, prompts) by similarity to a target embedding.
     Rank(commands::store::RankArgs),
+    /// Intermediate-task transfer: the ground-truth matrix (plan, run, collect, Slurm) and
+    /// every source-ranking method scored on it.
+    #[command(subcommand)]
+    Transfer(commands::transfer::TransferCmd),
 }
 
 /// Settings every command shares.
@@ -112,6 +116,7 @@ fn main() -> ExitCode {
         Command::Export(args) => commands::store::export_cmd(&ctx, args),
         Command::Similarity { a, b } => commands::store::similarity(&ctx, &a, &b),
         Command::Rank(args) => commands::store::rank(&ctx, args),
+        Command::Transfer(cmd) => commands::transfer::run(&ctx, cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -194,6 +194,19 @@ impl BertTaskModel {
         checkpoint: Option<&Checkpoint>,
         opts: &BuildOptions,
     ) -> Result<Self> {
+        Self::build_with_head(config, spec, checkpoint, opts, false)
+    }
+
+    /// As [`Self::build`]; with `fresh_head` the head is freshly initialised
+    /// (seeded by `opts.seed` and its name) even when the checkpoint holds one of
+    /// the same shape.
+    fn build_with_head(
+        config: &BertConfig,
+        spec: HeadSpec,
+        checkpoint: Option<&Checkpoint>,
+        opts: &BuildOptions,
+        fresh_head: bool,
+    ) -> Result<Self> {
         if let HeadSpec::Classification { num_labels } = spec {
             if num_labels < 2 {
                 return Err(Error::Invalid(format!(
@@ -207,6 +220,8 @@ impl BertTaskModel {
         let bert = BertModel::new(&p.pp("bert"), config, with_pooler)?;
         let std = config.initializer_range;
         let h = config.hidden_size;
+        let head_source = if fresh_head { None } else { checkpoint };
+        let p = Params::new(&varmap, opts.dtype, &opts.device, head_source, opts.seed);
         let head = match spec {
             HeadSpec::Classification { .. } | HeadSpec::Regression => Head::Sequence {
                 classifier: Linear::new(
@@ -239,6 +254,27 @@ impl BertTaskModel {
         let config = BertConfig::from_file(dir.join("config.json"))?;
         let ckpt = Checkpoint::open(dir.join("model.safetensors"))?;
         let mut model = Self::build(&config, spec, Some(&ckpt), opts)?;
+        model.source_dir = Some(dir.to_path_buf());
+        Ok(model)
+    }
+
+    /// Loads the encoder (and pooler, when present) of any BERT folder — a base
+    /// model or a task model fine-tuned on another task — and adds a freshly
+    /// initialised head `spec`, whatever head the folder holds. This is
+    /// intermediate-task transfer: Hugging Face's `ignore_mismatched_sizes=True`
+    /// re-initialises only heads of another shape, but a head trained on another
+    /// task's labels means nothing for this one even when the shapes agree, so the
+    /// head is always fresh (the same fresh head as from the base model, for the
+    /// same seed).
+    pub fn from_folder_fresh_head(
+        dir: impl AsRef<Path>,
+        spec: HeadSpec,
+        opts: &BuildOptions,
+    ) -> Result<Self> {
+        let dir = dir.as_ref();
+        let config = BertConfig::from_file(dir.join("config.json"))?;
+        let ckpt = Checkpoint::open(dir.join("model.safetensors"))?;
+        let mut model = Self::build_with_head(&config, spec, Some(&ckpt), opts, true)?;
         model.source_dir = Some(dir.to_path_buf());
         Ok(model)
     }

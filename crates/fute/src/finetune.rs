@@ -75,6 +75,10 @@ pub struct FinetuneOptions {
     pub max_grad_norm: Option<f64>,
     /// Checkpoint every this many steps besides every epoch end.
     pub checkpoint_every: Option<usize>,
+    /// Always start from a freshly initialised head, even when `base` is a task
+    /// model with a head of the right shape (intermediate-task transfer; see
+    /// [`BertTaskModel::from_folder_fresh_head`]). `false` reuses a matching head.
+    pub fresh_head: bool,
 }
 
 impl Default for FinetuneOptions {
@@ -93,6 +97,7 @@ impl Default for FinetuneOptions {
             weight_decay: 0.01,
             max_grad_norm: Some(1.0),
             checkpoint_every: None,
+            fresh_head: false,
         }
     }
 }
@@ -260,7 +265,12 @@ pub fn finetune(
         seed: opts.seed,
         ..Default::default()
     };
-    let model = BertTaskModel::from_folder(base, head, &build).map_err(nn)?;
+    let model = if opts.fresh_head {
+        BertTaskModel::from_folder_fresh_head(base, head, &build)
+    } else {
+        BertTaskModel::from_folder(base, head, &build)
+    }
+    .map_err(nn)?;
     let max_pos = model.config().max_position_embeddings;
     if opts.max_len > max_pos {
         return Err(invalid(format!(

@@ -11,3 +11,4 @@ pub mod probe;
 pub mod prompt_eval;
 pub mod prompted;
 pub mod surrogate;
+pub mod transfer;

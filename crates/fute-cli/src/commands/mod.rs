@@ -10,6 +10,7 @@ pub mod predict;
 pub mod prompts;
 pub mod store;
 pub mod train;
+pub mod transfer;
 
 /// An error in what the user asked for, raised by the CLI itself (exit code 1).
 #[derive(Debug, thiserror::Error)]

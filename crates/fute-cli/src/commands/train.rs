@@ -112,6 +112,7 @@ pub fn run(ctx: &Context, a: TrainArgs) -> anyhow::Result<()> {
         weight_decay: a.weight_decay,
         max_grad_norm: (a.max_grad_norm > 0.0).then_some(a.max_grad_norm),
         checkpoint_every: a.checkpoint_every,
+        fresh_head: false,
     };
     let started = Instant::now();
     let pb = ProgressBar::new(0);
