@@ -59,7 +59,7 @@ fn negative_scores_rank_like_any_others() {
     assert_eq!(rank_of_best(&pred, &[10.0, 20.0, 30.0]), 3.0);
     // Shifting or scaling the predictions changes nothing.
     let shifted: Vec<f64> = pred.iter().map(|p| 3.0 * p + 100.0).collect();
-    let rel = [1.0, 3.0, 2.0];
+    let rel = [2.0, 3.0, 1.0];
     assert!(close(ndcg(&pred, &rel), ndcg(&shifted, &rel)));
     assert!(close(ndcg(&pred, &rel), 1.0));
 }

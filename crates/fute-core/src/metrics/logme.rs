@@ -74,7 +74,7 @@ pub fn logme(features: &[f64], dim: usize, labels: LogmeLabels) -> f64 {
     };
     let spectrum = Spectrum::new(features, n, dim);
     let total: f64 = columns.iter().map(|y| spectrum.evidence(y)).sum();
-    total / columns.len() as f64
+    total / columns.len() as f64 / n as f64
 }
 
 /// The eigen-structure of F shared by every label column.
