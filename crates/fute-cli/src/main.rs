@@ -73,6 +73,8 @@ enum Command {
     },
     /// Rank candidates (sources, prompts) by similarity to a target embedding.
     Rank(commands::store::RankArgs),
+    /// Time the hot paths on the real models, side by side with PyTorch and llama.cpp.
+    Bench(commands::bench::BenchArgs),
 }
 
 /// Settings every command shares.
@@ -112,6 +114,7 @@ fn main() -> ExitCode {
         Command::Export(args) => commands::store::export_cmd(&ctx, args),
         Command::Similarity { a, b } => commands::store::similarity(&ctx, &a, &b),
         Command::Rank(args) => commands::store::rank(&ctx, args),
+        Command::Bench(args) => commands::bench::run(&ctx, args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
