@@ -77,6 +77,8 @@ enum Command {
     /// every source-ranking method scored on it.
     #[command(subcommand)]
     Transfer(commands::transfer::TransferCmd),
+    /// Time the hot paths on the real models, side by side with PyTorch and llama.cpp.
+    Bench(commands::bench::BenchArgs),
 }
 
 /// Settings every command shares.
@@ -117,6 +119,7 @@ fn main() -> ExitCode {
         Command::Similarity { a, b } => commands::store::similarity(&ctx, &a, &b),
         Command::Rank(args) => commands::store::rank(&ctx, args),
         Command::Transfer(cmd) => commands::transfer::run(&ctx, cmd),
+        Command::Bench(args) => commands::bench::run(&ctx, args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

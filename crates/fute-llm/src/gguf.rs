@@ -6,7 +6,7 @@ use crate::backend::{
     GenerateOptions, Generation, LlmBackend, Perplexity, ScoreKind, ScoreQuery, TokenScore,
 };
 use crate::chat::{ChatMessage, ChatTemplate};
-use crate::llama::DenseLlama;
+use crate::llama::{DenseLlama, KvCache};
 use crate::{Error, Result};
 use candle_core::quantized::gguf_file;
 use candle_core::{Device, Tensor};
@@ -242,19 +242,22 @@ pub fn chat_template_from_file(path: impl AsRef<Path>) -> Result<ChatTemplate> {
 }
 
 /// A `.gguf` llama-architecture model (e.g. SmolLM2-135M-Instruct) run on
-/// candle's CPU device: candle's `quantized_llama` with a KV cache for
-/// scoring and generation, and a [`DenseLlama`] scoring every position of a
-/// text in one pass for perplexity.
+/// candle's CPU device. By default its weights are expanded to f32 once, into
+/// a [`DenseLlama`] that scores and generates through a [`KvCache`] (a prompt
+/// sharing its start with the previous call runs only the part that differs)
+/// and scores a whole text in one pass for perplexity. With
+/// `dequantize: false` scoring and generation run candle's `quantized_llama`
+/// on the file's own quantization (the dense model is then built on first
+/// perplexity).
 pub struct GgufBackend {
     path: PathBuf,
     name: String,
     hash: String,
     tokenizer: GgufTokenizer,
     template: ChatTemplate,
-    model: Mutex<ModelWeights>,
-    /// The same weights in f32 without a KV cache, for whole-sequence
-    /// scoring ([`LlmBackend::perplexity`]). Built at load when the weights
-    /// are dequantized anyway, else on first use (4 bytes per weight more).
+    model: Mutex<Engine>,
+    /// The weights in f32 (4 bytes per weight): built at load when
+    /// dequantizing, else on first perplexity.
     dense: OnceLock<DenseLlama>,
     device: Device,
     stop_ids: Vec<u32>,
@@ -267,6 +270,14 @@ impl std::fmt::Debug for GgufBackend {
             .field("name", &self.name)
             .finish()
     }
+}
+
+/// What runs scoring and generation.
+enum Engine {
+    /// candle's `quantized_llama` on the file's quantization, with its own cache.
+    Quantized(Box<ModelWeights>),
+    /// [`GgufBackend::dense`] with the keys and values of the last call.
+    Dense(KvCache),
 }
 
 /// How a GGUF file is loaded.
@@ -284,38 +295,6 @@ impl Default for GgufOptions {
     fn default() -> Self {
         GgufOptions { dequantize: true }
     }
-}
-
-/// An in-memory GGUF with every quantized tensor expanded to f32.
-fn dequantized_copy(
-    content: &gguf_file::Content,
-    file: &mut std::fs::File,
-    device: &Device,
-) -> candle_core::Result<(gguf_file::Content, std::io::Cursor<Vec<u8>>)> {
-    use candle_core::quantized::{GgmlDType, QTensor};
-    let mut names: Vec<&String> = content.tensor_infos.keys().collect();
-    names.sort();
-    let mut tensors = Vec::with_capacity(names.len());
-    for name in names {
-        let q = content.tensor(file, name, device)?;
-        let q = match q.dtype() {
-            GgmlDType::F32 | GgmlDType::F16 => q,
-            _ => QTensor::quantize(&q.dequantize(device)?, GgmlDType::F32)?,
-        };
-        tensors.push((name.as_str(), q));
-    }
-    let metadata: Vec<(&str, &gguf_file::Value)> = content
-        .metadata
-        .iter()
-        .map(|(k, v)| (k.as_str(), v))
-        .collect();
-    let tensor_refs: Vec<(&str, &QTensor)> = tensors.iter().map(|(n, t)| (*n, t)).collect();
-    let mut buffer = std::io::Cursor::new(Vec::new());
-    gguf_file::write(&mut buffer, &metadata, &tensor_refs)?;
-    drop(tensors);
-    buffer.set_position(0);
-    let copy = gguf_file::Content::read(&mut buffer)?;
-    Ok((copy, buffer))
 }
 
 /// Name of the packaged SmolLM2 GGUF inside asset `smollm2`.
@@ -373,19 +352,20 @@ impl GgufBackend {
             });
         let device = Device::Cpu;
         let dense = OnceLock::new();
+        // Dequantized: one f32 copy of the weights serves scoring, generation
+        // and perplexity (candle's quantized_llama would hold a second one).
         let model = if options.dequantize {
-            let (content, mut buffer) = dequantized_copy(&content, &mut file, &device)
-                .map_err(|e| model_err(e.to_string()))?;
-            // The f32 tensors are at hand: building the dense copy now is cheap.
             let _ = dense.set(
-                DenseLlama::from_gguf(&content, &mut buffer, &device)
+                DenseLlama::from_gguf(&content, &mut file, &device)
                     .map_err(|e| model_err(e.to_string()))?,
             );
-            ModelWeights::from_gguf(content, &mut buffer, &device)
+            Engine::Dense(KvCache::default())
         } else {
-            ModelWeights::from_gguf(content, &mut file, &device)
-        }
-        .map_err(|e| model_err(e.to_string()))?;
+            Engine::Quantized(Box::new(
+                ModelWeights::from_gguf(content, &mut file, &device)
+                    .map_err(|e| model_err(e.to_string()))?,
+            ))
+        };
         let hash = if options.dequantize {
             format!("{hash}+f32")
         } else {
@@ -445,17 +425,53 @@ impl GgufBackend {
         Error::Inference(e.to_string())
     }
 
-    /// Runs `tokens` starting at position `pos` (0 resets the KV cache) and
+    /// Runs `tokens` starting at position `pos` (0 starts a new sequence) and
     /// returns the logits after the last one.
-    fn forward(&self, model: &mut ModelWeights, tokens: &[u32], pos: usize) -> Result<Vec<f32>> {
-        let input = Tensor::new(tokens, &self.device)
-            .and_then(|t| t.unsqueeze(0))
-            .map_err(Self::infer_err)?;
-        let logits = model.forward(&input, pos).map_err(Self::infer_err)?;
-        logits
-            .squeeze(0)
-            .and_then(|t| t.to_dtype(candle_core::DType::F32))
-            .and_then(|t| t.to_vec1::<f32>())
+    ///
+    /// The dense engine keeps the keys and values of the previous sequence: a
+    /// new one runs only from where it first differs (the prompts of one set
+    /// share system message, instruction and template head), with the same
+    /// result as running it whole up to float rounding.
+    fn forward(&self, engine: &mut Engine, tokens: &[u32], pos: usize) -> Result<Vec<f32>> {
+        let cache = match engine {
+            Engine::Quantized(model) => {
+                let input = Tensor::new(tokens, &self.device)
+                    .and_then(|t| t.unsqueeze(0))
+                    .map_err(Self::infer_err)?;
+                let logits = model.forward(&input, pos).map_err(Self::infer_err)?;
+                return logits
+                    .squeeze(0)
+                    .and_then(|t| t.to_dtype(candle_core::DType::F32))
+                    .and_then(|t| t.to_vec1::<f32>())
+                    .map_err(Self::infer_err);
+            }
+            Engine::Dense(cache) => cache,
+        };
+        if tokens.is_empty() {
+            return Err(Error::Invalid("no tokens to run".into()));
+        }
+        let dense = self.dense()?;
+        let run: &[u32] = if pos == 0 {
+            // At least the last token runs: its logits are the answer.
+            let keep = cache.common_prefix(tokens).min(tokens.len() - 1);
+            cache.truncate(keep).map_err(Self::infer_err)?;
+            &tokens[keep..]
+        } else if pos == cache.len() {
+            tokens
+        } else {
+            return Err(Error::Inference(format!(
+                "position {pos} does not continue the {} cached positions",
+                cache.len()
+            )));
+        };
+        // `extend` changes the cache only when every layer ran, so a failure
+        // leaves it consistent.
+        dense
+            .extend(cache, run)
+            .and_then(|hidden| {
+                let last = hidden.narrow(0, hidden.dim(0)? - 1, 1)?;
+                dense.project(&last)?.squeeze(0)?.to_vec1::<f32>()
+            })
             .map_err(Self::infer_err)
     }
 

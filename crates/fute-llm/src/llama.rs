@@ -1,11 +1,12 @@
 //! A dense (f32) llama forward pass over a GGUF file's weights that returns
 //! the logits of every position in one pass, for perplexity scoring.
 //!
-//! candle's `quantized_llama::ModelWeights` keeps a KV cache and returns only
-//! the last position's logits, so scoring a text with it costs one forward
-//! per token. This model has no cache: it runs the whole sequence at once
-//! (causal attention, grouped KV heads, RMSNorm, SwiGLU MLP, interleaved
-//! rotary embeddings as GGUF's permuted q/k weights expect).
+//! It runs a whole sequence at once (causal attention, grouped KV heads,
+//! RMSNorm, SwiGLU MLP, interleaved rotary embeddings as GGUF's permuted q/k
+//! weights expect), and can continue a [`KvCache`]: the keys and values of
+//! the positions already run, so a prompt that shares its start with the
+//! previous one (same system message, instruction and template head) runs
+//! only the part that differs, and greedy steps run one token each.
 
 use candle_core::quantized::gguf_file;
 use candle_core::{DType, Device, Result, Tensor, D};
@@ -140,6 +141,60 @@ pub struct Block {
     down: Linear,
 }
 
+/// Keys and values of the positions run so far (per layer, `(kv_heads, len,
+/// head_dim)`, after rotary embedding), with the tokens they came from.
+#[derive(Debug, Clone, Default)]
+pub struct KvCache {
+    layers: Vec<(Tensor, Tensor)>,
+    tokens: Vec<u32>,
+}
+
+impl KvCache {
+    /// Positions held.
+    pub fn len(&self) -> usize {
+        self.tokens.len()
+    }
+
+    /// Whether no position is held.
+    pub fn is_empty(&self) -> bool {
+        self.tokens.is_empty()
+    }
+
+    /// The tokens whose keys and values are held.
+    pub fn tokens(&self) -> &[u32] {
+        &self.tokens
+    }
+
+    /// Keeps the first `len` positions (all when `len` ≥ [`KvCache::len`]).
+    ///
+    /// # Errors
+    /// On a tensor failure.
+    pub fn truncate(&mut self, len: usize) -> Result<()> {
+        if len >= self.tokens.len() {
+            return Ok(());
+        }
+        if len == 0 {
+            self.layers.clear();
+        } else {
+            for (k, v) in &mut self.layers {
+                *k = k.narrow(1, 0, len)?;
+                *v = v.narrow(1, 0, len)?;
+            }
+        }
+        self.tokens.truncate(len);
+        Ok(())
+    }
+
+    /// Length of the common start of the held tokens and `tokens`.
+    pub fn common_prefix(&self, tokens: &[u32]) -> usize {
+        self.tokens
+            .iter()
+            .zip(tokens)
+            .take_while(|(a, b)| a == b)
+            .count()
+    }
+}
+
 /// A llama decoder with every weight in f32, run a whole sequence at a time.
 #[derive(Debug, Clone)]
 pub struct DenseLlama {
@@ -271,13 +326,26 @@ impl DenseLlama {
     /// When `tokens` is empty, longer than the context length, or holds an
     /// id outside the vocabulary.
     pub fn hidden_states(&self, tokens: &[u32]) -> Result<Tensor> {
-        let seq = tokens.len();
+        self.extend(&mut KvCache::default(), tokens)
+    }
+
+    /// Runs `tokens` after the positions held in `cache` and appends their keys
+    /// and values to it; returns the final-normed hidden states of the new
+    /// positions, (tokens, hidden). With an empty cache this is
+    /// [`DenseLlama::hidden_states`].
+    ///
+    /// # Errors
+    /// When `tokens` is empty, the total exceeds the context length, or a
+    /// token id is outside the vocabulary.
+    pub fn extend(&self, cache: &mut KvCache, tokens: &[u32]) -> Result<Tensor> {
+        let (start, seq) = (cache.len(), tokens.len());
         if seq == 0 {
             candle_core::bail!("no tokens");
         }
-        if seq > self.config.context_length {
+        if start + seq > self.config.context_length {
             candle_core::bail!(
-                "{seq} tokens exceed the context length {}",
+                "{} tokens exceed the context length {}",
+                start + seq,
                 self.config.context_length
             );
         }
@@ -287,11 +355,16 @@ impl DenseLlama {
         }
         let ids = Tensor::new(tokens, self.embedding.device())?;
         let mut x = self.embedding.index_select(&ids, 0)?;
-        let cos = self.cos.narrow(0, 0, seq)?;
-        let sin = self.sin.narrow(0, 0, seq)?;
-        for block in &self.blocks {
-            x = block.forward(&x, &self.config, &cos, &sin)?;
+        let cos = self.cos.narrow(0, start, seq)?;
+        let sin = self.sin.narrow(0, start, seq)?;
+        let mut layers = Vec::with_capacity(self.blocks.len());
+        for (i, block) in self.blocks.iter().enumerate() {
+            let (y, kv) = block.forward(&x, &self.config, &cos, &sin, cache.layers.get(i))?;
+            x = y;
+            layers.push(kv);
         }
+        cache.layers = layers;
+        cache.tokens.extend_from_slice(tokens);
         self.final_norm.forward(&x)
     }
 
@@ -381,30 +454,39 @@ fn causal_mask(start: usize, rows: usize, device: &Device) -> Result<Tensor> {
     Tensor::from_vec(mask, (rows, keys), device)
 }
 
+/// One layer's cached keys and values, `(kv_heads, len, head_dim)` each.
+type LayerKv = (Tensor, Tensor);
+
 impl Block {
-    /// `x`: (seq, hidden) residual stream in, residual stream out.
+    /// `x`: (seq, hidden) residual stream of the new positions in, residual
+    /// stream out, with the layer's keys and values of all positions (`past`
+    /// and new); `cos`, `sin` are the new positions' rows.
     fn forward(
         &self,
         x: &Tensor,
         config: &LlamaConfig,
         cos: &Tensor,
         sin: &Tensor,
-    ) -> Result<Tensor> {
+        past: Option<&LayerKv>,
+    ) -> Result<(Tensor, LayerKv)> {
         let h = self.attn_norm.forward(x)?;
-        let x = (x + self.attention(&h, config, cos, sin)?)?;
+        let (a, kv) = self.attention(&h, config, cos, sin, past)?;
+        let x = (x + a)?;
         let h = self.ffn_norm.forward(&x)?;
         let mlp = (self.gate.forward(&h)?.silu()? * self.up.forward(&h)?)?;
-        x + self.down.forward(&mlp)?
+        Ok(((x + self.down.forward(&mlp)?)?, kv))
     }
 
-    /// Causal self-attention of `h` (seq, hidden) → (seq, hidden).
+    /// Causal self-attention of the new positions `h` (seq, hidden) over
+    /// `past` and themselves → (seq, hidden), and all keys and values.
     fn attention(
         &self,
         h: &Tensor,
         config: &LlamaConfig,
         cos: &Tensor,
         sin: &Tensor,
-    ) -> Result<Tensor> {
+        past: Option<&LayerKv>,
+    ) -> Result<(Tensor, LayerKv)> {
         let seq = h.dim(0)?;
         let (n_heads, n_kv, head_dim) = (config.n_heads, config.n_kv_heads, config.head_dim());
         let group = n_heads / n_kv;
@@ -414,17 +496,28 @@ impl Block {
         let q = rope_interleaved(&heads(self.q.forward(h)?, n_heads)?, cos, sin)?;
         let k = rope_interleaved(&heads(self.k.forward(h)?, n_kv)?, cos, sin)?;
         let v = heads(self.v.forward(h)?, n_kv)?;
+        let (k, v, offset) = match past {
+            Some((pk, pv)) => (
+                Tensor::cat(&[pk, &k], 1)?,
+                Tensor::cat(&[pv, &v], 1)?,
+                pk.dim(1)?,
+            ),
+            None => (k, v, 0),
+        };
         let scale = 1.0 / (head_dim as f64).sqrt();
         let mut outputs = Vec::with_capacity(seq.div_ceil(ATTENTION_BLOCK));
-        for start in (0..seq).step_by(ATTENTION_BLOCK) {
-            let rows = ATTENTION_BLOCK.min(seq - start);
+        for block_start in (0..seq).step_by(ATTENTION_BLOCK) {
+            let rows = ATTENTION_BLOCK.min(seq - block_start);
+            // Absolute position of the block's first query.
+            let start = offset + block_start;
             let keys = start + rows;
             // Consecutive query heads share a KV head: fold each group into
             // the row dimension so one batched matmul per KV head covers it.
-            let q_block =
-                q.narrow(1, start, rows)?
-                    .contiguous()?
-                    .reshape((n_kv, group * rows, head_dim))?;
+            let q_block = q.narrow(1, block_start, rows)?.contiguous()?.reshape((
+                n_kv,
+                group * rows,
+                head_dim,
+            ))?;
             let k_block = k.narrow(1, 0, keys)?;
             let v_block = v.narrow(1, 0, keys)?;
             let scores = (q_block.matmul(&k_block.t()?)? * scale)?
@@ -440,6 +533,6 @@ impl Block {
             .transpose(0, 1)?
             .contiguous()?
             .reshape((seq, n_heads * head_dim))?;
-        self.out.forward(&out)
+        Ok((self.out.forward(&out)?, (k, v)))
     }
 }

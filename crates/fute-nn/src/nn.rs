@@ -95,15 +95,11 @@ impl Linear {
     }
 
     /// Applies the layer to the last dimension of `x` (any rank ≥ 1).
+    ///
+    /// One op ([`crate::ops::linear`]) whose backward forms only the gradients
+    /// that are tracked: a detached (frozen) weight costs no weight gradient.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let dims = x.dims().to_vec();
-        let in_dim = *dims.last().expect("rank >= 1");
-        let rows: usize = dims[..dims.len() - 1].iter().product();
-        let x2 = x.reshape((rows, in_dim))?;
-        let y = x2.matmul(&self.weight.t()?)?.broadcast_add(&self.bias)?;
-        let mut out_dims = dims;
-        *out_dims.last_mut().expect("rank >= 1") = self.weight.dim(0)?;
-        Ok(y.reshape(out_dims)?)
+        crate::ops::linear(x, &self.weight, &self.bias)
     }
 }
 

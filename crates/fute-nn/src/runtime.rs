@@ -6,6 +6,8 @@
 pub struct ProcessSettings {
     /// `CANDLE_NUM_THREADS` was unset and has been set to `1`.
     pub candle_threads_set: bool,
+    /// `RAYON_NUM_THREADS` was unset and has been set to the logical CPU count.
+    pub rayon_threads_set: bool,
 }
 
 /// The settings a fute program applies at the start of `main`, before any candle
@@ -24,12 +26,26 @@ pub struct ProcessSettings {
 /// 10.6-11.1 ex/s (per-batch B=8), but with 1 worker 9.4-9.5 → 8.4. Set
 /// `CANDLE_NUM_THREADS` yourself to override.
 ///
-/// Must run while the process has a single thread (it sets an environment
-/// variable).
+/// Also `RAYON_NUM_THREADS` = the logical CPUs the process may use, unless
+/// set: candle sizes its matmul parallelism by *physical* cores when it is
+/// unset, and a VM that presents its vCPUs as hyper-thread siblings then
+/// reports one core, so every matmul ran on one of the two vCPUs (half the
+/// throughput with the other idle). `fute bench` records the count candle uses.
+///
+/// Must run while the process has a single thread (it sets environment
+/// variables).
 pub fn configure_process() -> ProcessSettings {
     let candle_threads_set = std::env::var_os("CANDLE_NUM_THREADS").is_none();
     if candle_threads_set {
         std::env::set_var("CANDLE_NUM_THREADS", "1");
     }
-    ProcessSettings { candle_threads_set }
+    let rayon_threads_set = std::env::var_os("RAYON_NUM_THREADS").is_none();
+    if rayon_threads_set {
+        let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+    }
+    ProcessSettings {
+        candle_threads_set,
+        rayon_threads_set,
+    }
 }

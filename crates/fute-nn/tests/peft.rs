@@ -144,6 +144,39 @@ fn every_peft_parameter_gets_a_gradient() {
     }
 }
 
+#[test]
+fn frozen_view_gives_the_same_gradients_for_trainable_parameters_and_none_else() {
+    for spec in [cls(), HeadSpec::QuestionAnswering] {
+        for cfg in all_configs() {
+            let m = with_peft(spec, DType::F64, &cfg, 9);
+            randomise_lora_b(&m);
+            let names = peft(&m).trainable_names(&m);
+            let view = fute_nn::train::frozen_view(&m, &names);
+            let full = head_loss(&m, &tiny_input(), &Mode::train(3))
+                .backward()
+                .unwrap();
+            let frozen = head_loss(&view, &tiny_input(), &Mode::train(3))
+                .backward()
+                .unwrap();
+            for (name, var) in m.named_parameters() {
+                let got = frozen.get(var.as_tensor());
+                if names.contains(&name) {
+                    let want = full.get(var.as_tensor()).unwrap();
+                    let got =
+                        got.unwrap_or_else(|| panic!("{}: {name} lost its gradient", cfg.name()));
+                    assert_eq!(bits(got), bits(want), "{}: {name}", cfg.name());
+                } else {
+                    assert!(
+                        got.is_none(),
+                        "{}: frozen {name} got a gradient",
+                        cfg.name()
+                    );
+                }
+            }
+        }
+    }
+}
+
 /// Central differences in f64 against backprop, as `tests/gradients.rs`.
 fn finite_differences(spec: HeadSpec, cfg: &PeftConfig, checks: &[(&str, usize)]) {
     let m = with_peft(spec, DType::F64, cfg, 11);

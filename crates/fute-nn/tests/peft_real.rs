@@ -1,5 +1,6 @@
 //! Real tier: prefix, prompt tuning, LoRA and BitFit on the MiniLM surrogate and
 //! real tweets — the loss goes down with the backbone frozen bit for bit.
+//! Heavy tier: runs with `FUTE_HEAVY=1` (as `.ci/run` does in its own step).
 //! Prints epoch losses and wall times (`-- --nocapture`); `FUTE_PEFT_REAL_N`
 //! and `FUTE_PEFT_REAL_EPOCHS` change the size (default 256 examples, 3 epochs).
 
@@ -18,7 +19,11 @@ fn setting(var: &str, default: usize) -> usize {
 }
 
 #[test]
-fn peft_loss_goes_down_on_real_tweets() {
+fn heavy_peft_loss_goes_down_on_real_tweets() {
+    // Minutes on a CPU: the heavy tier (`FUTE_HEAVY=1`, a separate `.ci/run` step).
+    if !fute_core::testing::heavy("PEFT training on real tweets") {
+        return;
+    }
     let Some(dir) = fute_core::testing::real_asset("minilm") else {
         return;
     };

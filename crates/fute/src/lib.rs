@@ -3,6 +3,7 @@
 
 #![warn(missing_docs)]
 
+pub mod bench;
 pub mod embed;
 pub mod finetune;
 pub mod methods;

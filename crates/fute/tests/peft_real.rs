@@ -1,8 +1,9 @@
 //! Real tier: the TuPaTE family on the MiniLM surrogate and real tweets — the
 //! loss goes down for every method with the backbone frozen.
 //!
-//! Slow on a CPU (minutes); prints epoch losses and wall times:
-//! `cargo test --release -p fute --test peft_real -- --nocapture`.
+//! Heavy tier (minutes on a CPU; runs with `FUTE_HEAVY=1`, as `.ci/run` does in
+//! its own step); prints epoch losses and wall times:
+//! `FUTE_HEAVY=1 cargo test -p fute --test peft_real -- --nocapture`.
 
 use fute::methods::peft::{default_lr, PeftMethod};
 use fute::methods::surrogate_training::SurrogateTraining;
@@ -21,7 +22,11 @@ fn setting(var: &str, default: usize) -> usize {
 }
 
 #[test]
-fn peft_loss_goes_down_on_real_tweets() {
+fn heavy_peft_loss_goes_down_on_real_tweets() {
+    // Minutes on a CPU: the heavy tier (`FUTE_HEAVY=1`, a separate `.ci/run` step).
+    if !fute_core::testing::heavy("PEFT training on real tweets") {
+        return;
+    }
     let Some(dir) = fute_core::testing::real_asset("minilm") else {
         return;
     };

@@ -1,6 +1,7 @@
 //! One module per sub-command.
 
 pub mod assets;
+pub mod bench;
 pub mod corpus;
 pub mod data;
 pub mod demo;

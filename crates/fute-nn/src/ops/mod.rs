@@ -69,6 +69,9 @@ macro_rules! dispatch {
     }};
 }
 
+mod linear;
+pub use linear::linear;
+
 // ---------------------------------------------------------------------------
 // Masked, scaled softmax over the last dimension (attention).
 

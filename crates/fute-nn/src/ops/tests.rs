@@ -3,7 +3,7 @@
 
 use candle_core::{DType, Device, Tensor, Var, D};
 
-use super::{embedding, gelu_erf, layer_norm, masked_softmax};
+use super::{embedding, gelu_erf, layer_norm, linear, masked_softmax};
 use crate::rng::SeededRng;
 
 fn randn(shape: &[usize], scale: f64, seed: u64, dtype: DType) -> Tensor {
@@ -110,6 +110,23 @@ fn fused_embedding(t: &[Tensor]) -> Tensor {
     embedding(&t[0], &t[1], Some(0)).unwrap()
 }
 
+fn composite_linear(t: &[Tensor]) -> Tensor {
+    // What `nn::Linear` did before the fused op.
+    let (b, s, k) = t[0].dims3().unwrap();
+    t[0].reshape((b * s, k))
+        .unwrap()
+        .matmul(&t[1].t().unwrap())
+        .unwrap()
+        .broadcast_add(&t[2])
+        .unwrap()
+        .reshape((b, s, t[1].dim(0).unwrap()))
+        .unwrap()
+}
+
+fn fused_linear(t: &[Tensor]) -> Tensor {
+    linear(&t[0], &t[1], &t[2]).unwrap()
+}
+
 /// Inputs of each op (the ones with gradients first, `n_vars` of them).
 fn cases(dtype: DType) -> Vec<Case> {
     vec![
@@ -147,6 +164,17 @@ fn cases(dtype: DType) -> Vec<Case> {
                 Tensor::new(&[3u32, 0, 5, 3, 1, 0, 3], &Device::Cpu).unwrap(),
             ],
             1,
+        ),
+        (
+            "linear",
+            Box::new(composite_linear),
+            Box::new(fused_linear),
+            vec![
+                randn(&[2, 3, 5], 1.0, 7, dtype),
+                randn(&[4, 5], 0.5, 8, dtype),
+                randn(&[4], 0.5, 10, dtype),
+            ],
+            3,
         ),
     ]
 }
@@ -270,4 +298,24 @@ fn fused_ops_do_not_depend_on_the_thread_count() {
         })
     };
     assert_eq!(run(1), run(3));
+}
+
+#[test]
+fn linear_forward_is_bit_identical_and_skips_untracked_gradients() {
+    // Large enough for gemm's blocked, threaded path.
+    let x = randn(&[3, 70, 96], 1.0, 31, DType::F32);
+    let w = randn(&[130, 96], 0.2, 32, DType::F32);
+    let b = randn(&[130], 0.2, 33, DType::F32);
+    let inputs = [x.clone(), w.clone(), b.clone()];
+    assert_eq!(vec(&composite_linear(&inputs)), vec(&fused_linear(&inputs)));
+    // Weight and bias detached: only the input gradient is formed, and it equals
+    // the input gradient of the fully tracked op bit for bit.
+    let r = randn(&[3, 70, 130], 1.0, 34, DType::F32);
+    let (_, all) = grads(&fused_linear, &inputs, 3, &r);
+    let xv = Var::from_tensor(&x).unwrap();
+    let wv = Var::from_tensor(&w).unwrap();
+    let y = linear(xv.as_tensor(), &wv.as_tensor().detach(), &b).unwrap();
+    let store = (&y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+    assert!(store.get(wv.as_tensor()).is_none());
+    assert_eq!(vec(store.get(xv.as_tensor()).unwrap()), vec(&all[0]));
 }

@@ -20,6 +20,7 @@
 //! uninterrupted one.
 
 pub mod data;
+mod frozen;
 pub mod optim;
 pub mod predict;
 pub mod schedule;
@@ -27,6 +28,7 @@ pub mod state;
 mod trainer;
 
 pub use data::{answer_positions, TrainExample, TrainTarget};
+pub use frozen::frozen_view;
 pub use optim::{clip_grad_norm, decays, global_norm, AdamW, AdamWConfig};
 pub use predict::{best_span, predict, RawPrediction};
 pub use schedule::LinearSchedule;

@@ -292,6 +292,13 @@ pub fn train(
         return Ok(report(&st, true, 0));
     }
 
+    // Parameters outside `trainable` are detached in the view the loop runs:
+    // backward then forms no gradient for them (see `frozen::frozen_view`).
+    let view = cfg
+        .trainable
+        .as_deref()
+        .map(|names| super::frozen::frozen_view(model, names));
+    let net = view.as_ref().unwrap_or(model);
     while st.epoch < cfg.epochs && !st.stopped_early {
         let epoch = st.epoch;
         let order = epoch_order(n, cfg.seed, epoch);
@@ -304,7 +311,7 @@ pub fn train(
             let targets = batch_targets(&refs, &device)?;
             let counter = (epoch * n_batches + b) as u64;
             let mode = Mode::train(mix(cfg.seed, DROPOUT_TAG, counter));
-            let out = model.forward(&input, &mode)?;
+            let out = net.forward(&input, &mode)?;
             let loss = loss_of(&out, &targets, cfg.soft_loss)?;
             let loss_val = scalar(&loss)?;
             if !loss_val.is_finite() {
