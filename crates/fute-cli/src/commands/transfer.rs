@@ -270,42 +270,43 @@ fn run_one(ctx: &Context, run_dir: &Path, index: usize) -> anyhow::Result<()> {
     // Plain lines on stderr (a worker's log, a Slurm task's output): a tenth of
     // the steps at a time, with the rate and the time left.
     let mut every = 1;
-    let mut on_event = |e: &fute::finetune::Event| {
-        use fute::finetune::Event;
-        match e {
-            Event::Start {
-                total_steps,
-                examples_per_epoch,
-                resumed,
-                ..
-            } => {
-                every = (total_steps / 10).max(1);
-                eprintln!(
+    let mut on_event =
+        |e: &fute::finetune::Event| {
+            use fute::finetune::Event;
+            match e {
+                Event::Start {
+                    total_steps,
+                    examples_per_epoch,
+                    resumed,
+                    ..
+                } => {
+                    every = (total_steps / 10).max(1);
+                    eprintln!(
                     "job {index} ({}): training on {examples_per_epoch} examples, {total_steps} \
                      steps{}",
                     j.id,
                     if *resumed { " (resumed from a checkpoint)" } else { "" }
                 );
-            }
-            Event::Step {
-                step,
-                total_steps,
-                loss,
-                elapsed,
-                ..
-            } if step % every == 0 || step == total_steps => {
-                let per_step = elapsed / (*step).max(1) as f64;
-                eprintln!(
-                    "  step {step}/{total_steps}  loss {loss:.4}  {per_step:.2} s/step  \
+                }
+                Event::Step {
+                    step,
+                    total_steps,
+                    loss,
+                    elapsed,
+                    ..
+                } if step % every == 0 || step == total_steps => {
+                    let per_step = elapsed / (*step).max(1) as f64;
+                    eprintln!(
+                        "  step {step}/{total_steps}  loss {loss:.4}  {per_step:.2} s/step  \
                      eta {:.0} s",
-                    per_step * (total_steps - step) as f64
-                );
+                        per_step * (total_steps - step) as f64
+                    );
+                }
+                Event::Epoch(r) => eprintln!("  epoch {}: train loss {:.4}", r.epoch, r.train_loss),
+                _ => {}
             }
-            Event::Epoch(r) => eprintln!("  epoch {}: train loss {:.4}", r.epoch, r.train_loss),
-            _ => {}
-        }
-        fute::finetune::Control::Continue
-    };
+            fute::finetune::Control::Continue
+        };
     let r = transfer::run_job(&env, &p, index, &mut on_event)?;
     println!(
         "job {index} ({}) done: {} {:.2} on {} dev examples, {} train examples, {:.0} s",
