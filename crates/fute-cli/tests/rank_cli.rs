@@ -284,13 +284,13 @@ fn datasize_input_shape_defaults_and_what_rank_refuses_to_mix() {
         "{}",
         text(&o.stderr)
     );
-    let r = json(
-        w,
-        &["rank", "--target", &dte_id, "--include-self", "--json"],
-    );
+    // Kept with --include-self, it is another seed: refused, naming the seeds.
+    let o = fute(w, &["rank", "--target", &dte_id, "--include-self"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o.stderr));
     assert!(
-        r.as_array().unwrap().iter().any(|x| x["id"] == dte7_id),
-        "{r}"
+        text(&o.stderr).contains("seeds 7, 42"),
+        "{}",
+        text(&o.stderr)
     );
     let mte_id = mte["id"].as_str().unwrap();
     let o = fute(w, &["similarity", dte7_id, mte_id]);
