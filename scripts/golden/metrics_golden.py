@@ -1,8 +1,12 @@
 """Golden values for fute-core's target metrics, from scikit-learn and SciPy.
 
-Run once (outside the repo's build):
+Run once (outside the repo's build; any venv with scikit-learn, SciPy and numpy):
     python3 -m venv /tmp/metrics-venv && /tmp/metrics-venv/bin/pip install scikit-learn scipy numpy
     /tmp/metrics-venv/bin/python scripts/golden/metrics_golden.py > crates/fute-core/tests/fixtures/metrics_golden.json
+Macro-F1 is scikit-learn's default `average="macro"` with no `labels=`: the mean over the classes
+present in gold or predictions. The "absent classes" cases (a binary dataset scored against a
+3- or 4-label set, a class only predicted) are the ones where that differs from averaging over
+every class of the label set.
 The SQuAD numbers follow the official evaluate-v2.0 normalisation and F1 (reimplemented here
 from its definition: lower case, strip punctuation and articles, token-overlap F1).
 """
@@ -19,9 +23,29 @@ for k, n in [(2, 50), (3, 200), (4, 37), (7, 120)]:
     cases.append({
         "num_classes": k, "pred": pred.tolist(), "gold": gold.tolist(),
         "accuracy": accuracy_score(gold, pred),
-        "macro_f1": f1_score(gold, pred, average="macro", labels=list(range(k)), zero_division=0),
+        "macro_f1": f1_score(gold, pred, average="macro", zero_division=0),
         "matthews": matthews_corrcoef(gold, pred),
     })
+# Classes of the label set absent from gold and predictions (own generator, so the cases
+# above and the regression values below stay as they were).
+absent_rng = np.random.default_rng(11)
+for k, present, n in [(3, [0, 2], 40), (3, [0, 1], 25), (4, [1, 3], 30), (3, [1], 10)]:
+    gold = absent_rng.choice(present, n)
+    pred = np.where(absent_rng.random(n) < 0.7, gold, absent_rng.choice(present, n))
+    cases.append({
+        "num_classes": k, "pred": pred.tolist(), "gold": gold.tolist(), "absent_classes": True,
+        "accuracy": accuracy_score(gold, pred),
+        "macro_f1": f1_score(gold, pred, average="macro", zero_division=0),
+        "matthews": matthews_corrcoef(gold, pred),
+    })
+# A class that occurs only among the predictions counts (F1 = 0 for it), as in scikit-learn.
+gold = np.array([0, 0, 1, 1, 0, 1]); pred = np.array([0, 2, 1, 1, 0, 0])
+cases.append({
+    "num_classes": 3, "pred": pred.tolist(), "gold": gold.tolist(), "absent_classes": True,
+    "accuracy": accuracy_score(gold, pred),
+    "macro_f1": f1_score(gold, pred, average="macro", zero_division=0),
+    "matthews": matthews_corrcoef(gold, pred),
+})
 reg = []
 for n in [10, 64]:
     x = rng.normal(size=n)

@@ -64,13 +64,8 @@ enum Command {
     },
     /// Write an embedding as .npy, .safetensors or .json for other tools.
     Export(commands::store::ExportArgs),
-    /// Cosine similarity of two embeddings of one space.
-    Similarity {
-        /// First embedding id.
-        a: String,
-        /// Second embedding id.
-        b: String,
-    },
+    /// Cosine similarity of two embeddings of one space (same corpus U, same seed).
+    Similarity(commands::store::SimilarityArgs),
     /// Rank candidates (sources, prompts) by similarity to a target embedding.
     Rank(commands::store::RankArgs),
     /// Intermediate-task transfer: the ground-truth matrix (plan, run, collect, Slurm) and
@@ -116,7 +111,7 @@ fn main() -> ExitCode {
         Command::Ls(args) => commands::store::ls(&ctx, args),
         Command::Show { id } => commands::store::show(&ctx, &id),
         Command::Export(args) => commands::store::export_cmd(&ctx, args),
-        Command::Similarity { a, b } => commands::store::similarity(&ctx, &a, &b),
+        Command::Similarity(args) => commands::store::similarity(&ctx, args),
         Command::Rank(args) => commands::store::rank(&ctx, args),
         Command::Transfer(cmd) => commands::transfer::run(&ctx, cmd),
         Command::Bench(args) => commands::bench::run(&ctx, args),

@@ -68,14 +68,19 @@ pub fn global_entropy(d: &Distributions) -> Result<f64> {
     Ok(entropy(&counts.iter().map(|c| c / n).collect::<Vec<_>>()))
 }
 
-/// MDL-style score: −mean_i mean_y (−ln P(y|x_i)) (higher = less code length).
+/// MDL as the FUTE reference scores it (`paper.md` §6, §12):
+/// +mean_i mean_y (−ln P(y|x_i)), the mean code length of every label, ranked
+/// higher = better like every other score here (only SPELL is negated). It is
+/// smallest (ln K) for a uniform distribution and grows as the distributions
+/// sharpen, so confident prompts rank first. Probabilities are floored at 1e-12
+/// so a hard 0 stays finite.
 pub fn mdl(d: &Distributions) -> Result<f64> {
     let k = check(d)? as f64;
     let total: f64 = d
         .iter()
         .map(|q| q.iter().map(|&p| -(p.max(1e-12)).ln()).sum::<f64>() / k)
         .sum();
-    Ok(-total / d.len() as f64)
+    Ok(total / d.len() as f64)
 }
 
 /// SPELL (Gonen et al. 2023): −mean perplexity of the prompt-formatted inputs.
@@ -232,7 +237,16 @@ mod tests {
     #[test]
     fn mdl_and_spell_by_hand() {
         let d = vec![vec![0.5, 0.5]];
-        assert!((mdl(&d).unwrap() + LN2).abs() < 1e-12);
+        assert!((mdl(&d).unwrap() - LN2).abs() < 1e-12);
+        // By hand: input 1 = (0.8, 0.2), input 2 = (0.5, 0.5):
+        // mean_y(−ln p) = (0.22314355 + 1.60943791)/2 = 0.91629073 and ln 2 = 0.69314718,
+        // so MDL = (0.91629073 + 0.69314718)/2 = 0.80471896, positive as in the reference.
+        let two = vec![vec![0.8, 0.2], vec![0.5, 0.5]];
+        assert!((mdl(&two).unwrap() - 0.804_718_956_217_050_2).abs() < 1e-12);
+        // Higher = better: the confident prompt (2.3076) outranks the flat one (ln 2), as in the reference.
+        let confident = vec![vec![0.99, 0.01]];
+        assert!((mdl(&confident).unwrap() - 2.307_610_260_920_796).abs() < 1e-12);
+        assert!(mdl(&d).unwrap() < mdl(&confident).unwrap());
         assert_eq!(spell(&[2.0, 4.0]).unwrap(), -3.0);
         assert!(spell(&[]).is_err());
     }

@@ -6,7 +6,7 @@
 //! candidates' mean (the references' cosines sit near 1, centring spreads them),
 //! and per-component scores for reciprocal rank fusion all follow from it.
 
-use crate::embedding::vectors::VectorFile;
+use crate::embedding::vectors::{Component, VectorFile};
 use crate::{Error, Result};
 
 /// Pairwise dot products of n vectors, in total and per component.
@@ -68,10 +68,9 @@ pub fn gram(files: &[VectorFile]) -> Result<Gram> {
     };
     let layout = first.components();
     for f in &files[1..] {
-        if f.components() != layout {
-            return Err(Error::Invalid(
-                "the vectors have different components or lengths, so they cannot be compared (were they made with different surrogates?)".into(),
-            ));
+        let other = f.components();
+        if other != layout {
+            return Err(Error::Invalid(layout_mismatch(&layout, &other)));
         }
     }
     let n = files.len();
@@ -108,6 +107,46 @@ pub fn gram(files: &[VectorFile]) -> Result<Gram> {
         components: layout.into_iter().map(|c| c.name).collect(),
         per_component: per,
     })
+}
+
+/// Why two vectors of one space have different layouts, and what to do about it.
+/// The usual cause is a task head in the vector (`--components taskemb`, Vu et
+/// al.'s set): its size follows the label count, so a 2-label and a 3-label
+/// task give vectors of different lengths.
+pub fn layout_mismatch(a: &[Component], b: &[Component]) -> String {
+    let is_head = |n: &str| n.starts_with("classifier.") || n.starts_with("qa_outputs.");
+    let by_name = |v: &[Component], name: &str| v.iter().find(|c| c.name == name).map(|c| c.len);
+    for c in a {
+        match by_name(b, &c.name) {
+            Some(len) if len != c.len && is_head(&c.name) => {
+                return format!(
+                    "the task heads differ in size (`{}` has {} values in one vector and {len} in the other: the tasks have different numbers of labels). The vectors include the head (`--components taskemb`, as Vu et al.); recompute both with `--components encoder` (FUTE's choice, head excluded) or `--components activations` to compare tasks with different label counts",
+                    c.name, c.len
+                )
+            }
+            Some(len) if len != c.len => {
+                return format!(
+                    "component `{}` has {} values in one vector and {len} in the other, so they cannot be compared",
+                    c.name, c.len
+                )
+            }
+            _ => {}
+        }
+    }
+    let only = |x: &[Component], y: &[Component]| {
+        x.iter()
+            .find(|c| by_name(y, &c.name).is_none())
+            .map(|c| c.name.clone())
+    };
+    match (only(a, b), only(b, a)) {
+        (Some(n), _) | (_, Some(n)) if is_head(&n) => format!(
+            "only one of the vectors holds the task head component `{n}` (one task is a classification, the other another head): compare them with `--components encoder`"
+        ),
+        (Some(n), _) | (_, Some(n)) => format!(
+            "the vectors hold different components (`{n}` is in only one), so they cannot be compared (different layer selections?)"
+        ),
+        (None, None) => "the vectors list their components in different orders, so they cannot be compared".into(),
+    }
 }
 
 /// Cosine similarity of `target` with each of `candidates` (indices into `g`),
@@ -223,6 +262,26 @@ mod tests {
         assert!((fused[2] - (1.0 / 63.0 + 1.0 / 61.0)).abs() < 1e-15);
         // Ties keep the earlier candidate first.
         assert_eq!(order_by_score(&fused), [0, 2, 1]);
+    }
+
+    #[test]
+    fn a_head_of_another_size_is_named_as_the_reason() {
+        let c = |name: &str, len| Component {
+            name: name.into(),
+            len,
+        };
+        let two = [c("encoder.layer.0.w", 4), c("classifier.weight", 2 * 8)];
+        let three = [c("encoder.layer.0.w", 4), c("classifier.weight", 3 * 8)];
+        let why = layout_mismatch(&two, &three);
+        assert!(
+            why.contains("task heads differ in size")
+                && why.contains("different numbers of labels")
+                && why.contains("--components encoder")
+                && !why.contains("surrogates"),
+            "{why}"
+        );
+        let other = [c("encoder.layer.1.w", 4), c("classifier.weight", 16)];
+        assert!(layout_mismatch(&two, &other).contains("`encoder.layer.0.w` is in only one"));
     }
 
     #[test]

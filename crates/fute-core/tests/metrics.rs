@@ -87,5 +87,25 @@ fn degenerate_inputs_give_zero_not_nan() {
     assert_eq!(accuracy(&[], &[]), 0.0);
     assert_eq!(pearson(&[1.0, 1.0], &[2.0, 3.0]), 0.0);
     assert_eq!(matthews(&[0, 0], &[0, 0], 2), 0.0);
-    assert_eq!(macro_f1(&[1, 1], &[1, 1], 2), 0.5);
+    // Only class 1 occurs: scikit-learn averages over it alone.
+    assert_eq!(macro_f1(&[1, 1], &[1, 1], 2), 1.0);
+    assert_eq!(macro_f1(&[], &[], 3), 0.0);
+}
+
+#[test]
+fn macro_f1_leaves_out_classes_absent_from_gold_and_predictions() {
+    // A binary dataset scored against a 3-label set: class 1 never occurs.
+    // Class 0: tp 2, 3 predicted, 2 gold → F1 = 4/5; class 2: tp 1, 1 predicted, 2 gold → 2/3.
+    // scikit-learn: (4/5 + 2/3) / 2 = 11/15; averaging over all 3 classes would give 22/45.
+    let gold = [0, 0, 2, 2];
+    let pred = [0, 0, 0, 2];
+    close(macro_f1(&pred, &gold, 3), 11.0 / 15.0, "absent class");
+    let golden = golden();
+    let absent: Vec<&Value> = golden["classification"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["absent_classes"] == Value::Bool(true))
+        .collect();
+    assert_eq!(absent.len(), 5, "the fixture's absent-class cases");
 }

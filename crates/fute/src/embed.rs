@@ -106,8 +106,22 @@ pub fn embed(
     };
     let id = meta.id();
     if store.contains(&id)? {
+        // Same subject, space and seed: the same vector. Provenance the request
+        // knows better (a data size given now) is kept with it.
+        let stored = store.get(&id)?;
+        let newer: BTreeMap<String, Value> = meta
+            .extra
+            .iter()
+            .filter(|(k, v)| stored.meta.extra.get(*k) != Some(*v))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let record = if newer.is_empty() {
+            stored
+        } else {
+            store.merge_extra(&id, &newer)?
+        };
         return Ok(Embedded {
-            record: store.get(&id)?,
+            record,
             cached: true,
         });
     }

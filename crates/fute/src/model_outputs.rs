@@ -6,13 +6,22 @@
 //! (the reference code reuses M's token indices unchanged, which is wrong when
 //! the tokenizers differ).
 //!
+//! Each model reads U's rows in its own input shape (`paper.md` §2.4, see
+//! [`ModelInput`]): a single-input model the last segment, a pair model the pair
+//! or (text, ""), a QA model (question, context or ""). The shape comes from
+//! the training record `fute train` writes into the model's `config.json`
+//! (`fute_training`), or from the user (`--input`); the surrogate is trained on
+//! the same shaped rows.
+//!
 //! Outputs are appended to a JSONL cache, one line per input, keyed by
-//! (model hash, U hash): a rerun costs nothing and an interrupted run resumes.
+//! (model hash, U hash, input shape): a rerun costs nothing and an interrupted
+//! run resumes.
 
 use crate::probe::{text_input, ProbeHead, ProbeTargets};
 use anyhow::{bail, Context as _};
 use candle_core::{Device, D};
-use fute_core::corpus::Corpus;
+use fute_core::corpus::{Corpus, ModelInput};
+use fute_core::dataset::TaskSchema;
 use fute_nn::{BertTaskModel, BuildOptions, HeadSpec, Mode, TextInput, TextTokenizer, Truncation};
 use serde::{Deserialize, Serialize};
 use std::io::Write;
@@ -38,6 +47,11 @@ pub struct SubjectModel {
     pub hash: String,
     /// Its head.
     pub head: HeadSpec,
+    /// How it reads its input: from its training record, from the user, or
+    /// unknown (`None`; then it cannot label U). A QA head is always `Qa`.
+    pub input: Option<ModelInput>,
+    /// How many examples it was fine-tuned on (its DataSize), when known.
+    pub train_examples: Option<usize>,
     model: BertTaskModel,
     tokenizer: TextTokenizer,
 }
@@ -64,13 +78,48 @@ impl SubjectModel {
             HeadSpec::from_config(model.config()).expect("from_task_folder checked the head");
         let tokenizer = TextTokenizer::from_folder(dir)?;
         let hash = crate::surrogate::hash_model_folder(dir)?;
+        let record = read_training_record(dir)?;
+        let input = if head == HeadSpec::QuestionAnswering {
+            Some(ModelInput::Qa)
+        } else {
+            record.as_ref().and_then(|r| r.input)
+        };
         Ok(SubjectModel {
             dir: dir.to_path_buf(),
             hash,
             head,
+            input,
+            train_examples: record.and_then(|r| r.train_examples),
             model,
             tokenizer,
         })
+    }
+
+    /// The input shape, or an error that says how to give it.
+    pub fn input(&self) -> anyhow::Result<ModelInput> {
+        self.input.ok_or_else(|| {
+            anyhow::Error::new(fute_core::Error::Invalid(format!(
+                "cannot tell whether {} reads one text or a text pair (its config.json has no `fute_training` record, which `fute train` writes); pass --input single or --input pair",
+                self.dir.display()
+            )))
+        })
+    }
+
+    /// The corpus rows in this model's input shape (what it and the surrogate see).
+    pub fn shaped_inputs(&self, corpus: &Corpus) -> anyhow::Result<Vec<Vec<String>>> {
+        let shape = self.input()?;
+        Ok(corpus
+            .inputs
+            .iter()
+            .map(|i| shape.shape(&i.segments))
+            .collect())
+    }
+
+    /// The store subject's hash: the model's content and the input shape it was run with.
+    pub fn subject_hash(&self) -> anyhow::Result<String> {
+        use sha2::Digest as _;
+        let material = format!("{}\ninput={}", self.hash, self.input()?.name());
+        Ok(hex::encode(sha2::Sha256::digest(material.as_bytes())))
     }
 
     /// The surrogate head this model's outputs need.
@@ -82,7 +131,7 @@ impl SubjectModel {
         }
     }
 
-    /// Runs the model on a batch of inputs.
+    /// Runs the model on a batch of inputs, as given (see [`Self::shaped_inputs`]).
     pub fn run(&self, inputs: &[Vec<String>], max_len: usize) -> anyhow::Result<Vec<Output>> {
         let qa = self.head == HeadSpec::QuestionAnswering;
         let texts: Vec<TextInput> = inputs.iter().map(|s| text_input(s)).collect();
@@ -145,7 +194,7 @@ fn best_span(
     enc.token_span_to_char_span(i, j)
 }
 
-/// Labels every input of `corpus` with `model`, using and extending the cache file
+/// Labels every input of `corpus`, in the model's input shape, with `model`, using and extending the cache file
 /// in `cache_dir`; `progress(done, total)` is called after each batch.
 pub fn outputs_on_corpus(
     model: &SubjectModel,
@@ -155,20 +204,14 @@ pub fn outputs_on_corpus(
     batch: usize,
     mut progress: impl FnMut(usize, usize),
 ) -> anyhow::Result<ProbeTargets> {
-    if model.head == HeadSpec::QuestionAnswering
-        && corpus.inputs.iter().any(|i| i.segments.len() < 2)
-    {
-        bail!(fute_core::Error::Invalid(format!(
-            "{} is a question-answering model: every corpus input needs (question, context); build the corpus with `--shape pair`",
-            model.dir.display()
-        )));
-    }
+    let shaped = model.shaped_inputs(corpus)?;
     std::fs::create_dir_all(cache_dir)
         .with_context(|| format!("creating {}", cache_dir.display()))?;
     let path = cache_dir.join(format!(
-        "{}-{}.jsonl",
+        "{}-{}-{}.jsonl",
         &model.hash[..16],
-        &corpus.card.hash[..16]
+        &corpus.card.hash[..16],
+        model.input()?.name()
     ));
     let mut outputs = read_cache(&path)?;
     outputs.truncate(corpus.inputs.len());
@@ -181,11 +224,7 @@ pub fn outputs_on_corpus(
     progress(outputs.len(), total);
     while outputs.len() < total {
         let end = (outputs.len() + batch.max(1)).min(total);
-        let inputs: Vec<Vec<String>> = corpus.inputs[outputs.len()..end]
-            .iter()
-            .map(|i| i.segments.clone())
-            .collect();
-        let batch_out = model.run(&inputs, max_len)?;
+        let batch_out = model.run(&shaped[outputs.len()..end], max_len)?;
         let mut lines = Vec::new();
         for o in &batch_out {
             serde_json::to_writer(&mut lines, o)?;
@@ -251,4 +290,70 @@ fn read_cache(path: &Path) -> anyhow::Result<Vec<Output>> {
         f.set_len(good as u64)?;
     }
     Ok(out)
+}
+
+/// The key under which `fute train` records, in a saved model's `config.json`,
+/// what the model was trained on.
+pub const TRAINING_RECORD_KEY: &str = "fute_training";
+
+/// What a model folder says about its training data (`config.json` → `fute_training`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainingRecord {
+    /// The dataset's name.
+    pub dataset: String,
+    /// How the model reads its input.
+    pub input: Option<ModelInput>,
+    /// Examples it was fine-tuned on (its DataSize, Vu et al. 2020).
+    pub train_examples: Option<usize>,
+}
+
+/// Adds the training record to the `config.json` of the model saved in `dir`
+/// (atomically; transformers ignores the extra key).
+pub fn record_training(
+    dir: &Path,
+    dataset: &str,
+    schema: &TaskSchema,
+    train_examples: usize,
+) -> anyhow::Result<()> {
+    let path = dir.join("config.json");
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    let record = TrainingRecord {
+        dataset: dataset.to_owned(),
+        input: Some(ModelInput::of_schema(schema)),
+        train_examples: Some(train_examples),
+    };
+    let Some(obj) = cfg.as_object_mut() else {
+        bail!(fute_core::Error::Invalid(format!(
+            "{} is not a JSON object",
+            path.display()
+        )));
+    };
+    obj.insert(TRAINING_RECORD_KEY.into(), serde_json::to_value(&record)?);
+    fute_core::fsutil::write_atomic(&path, serde_json::to_string_pretty(&cfg)?.as_bytes())?;
+    Ok(())
+}
+
+/// The training record of the model in `dir`, if its `config.json` has one.
+pub fn read_training_record(dir: &Path) -> anyhow::Result<Option<TrainingRecord>> {
+    let path = dir.join("config.json");
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let cfg: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    match cfg.get(TRAINING_RECORD_KEY) {
+        None => Ok(None),
+        Some(v) => Ok(Some(serde_json::from_value(v.clone()).map_err(|e| {
+            fute_core::Error::data(
+                &path,
+                None,
+                Some(TRAINING_RECORD_KEY),
+                format!(
+                    "unreadable training record: {e}; remove the key or retrain with `fute train`"
+                ),
+            )
+        })?)),
+    }
 }

@@ -71,7 +71,7 @@ impl PromptedLlm<'_> {
         let cut = |s: &String| truncate_chars(s, self.max_chars);
         let template = &self.set.prompt(self.prompt)?.template;
         if template.contains("{{text}}") || template.contains("{{ text }}") {
-            let text = segments.last().map(cut).unwrap_or_default();
+            let text = cut(&fute_core::corpus::last_segment(segments));
             return Ok(PromptInput::text(text));
         }
         match segments {

@@ -28,6 +28,7 @@ fn method(variant: FisherVariant) -> Method {
             batch: 4,
             grad_accum: 1,
             max_len: 16,
+            soft_loss: Default::default(),
         },
         variant,
         batch: 4,
@@ -115,7 +116,8 @@ fn fim_mte_from_a_models_soft_labels_lands_in_the_same_space() {
     .unwrap()
     .save_pretrained(&subject_dir, &SaveOptions::default())
     .unwrap();
-    let model = SubjectModel::open(&subject_dir).unwrap();
+    let mut model = SubjectModel::open(&subject_dir).unwrap();
+    model.input = Some(fute_core::corpus::ModelInput::Single);
     let inputs: Vec<CorpusInput> = [
         "the cat sat",
         "a dog",

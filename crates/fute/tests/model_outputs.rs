@@ -1,8 +1,8 @@
 //! M's outputs on U: soft labels, caching, resuming after a crash, QA shape errors.
 
-use fute::model_outputs::{outputs_on_corpus, SubjectModel};
+use fute::model_outputs::{outputs_on_corpus, record_training, Output, SubjectModel};
 use fute::probe::ProbeTargets;
-use fute_core::corpus::{content_hash, Corpus, CorpusCard, CorpusInput, CorpusSpec};
+use fute_core::corpus::{content_hash, Corpus, CorpusCard, CorpusInput, CorpusSpec, ModelInput};
 use fute_nn::checkpoint::SaveOptions;
 use fute_nn::{BertTaskModel, BuildOptions, HeadSpec};
 use std::collections::BTreeMap;
@@ -12,14 +12,24 @@ fn tiny_bert() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../fute-nn/tests/fixtures/tiny-bert")
 }
 
-fn subject(dir: &Path, spec: HeadSpec) -> SubjectModel {
+/// A tiny model saved as a plain Hugging Face folder (no training record), told
+/// its input shape as a user would with `--input`.
+fn subject_reading(dir: &Path, spec: HeadSpec, input: ModelInput) -> SubjectModel {
     let opts = BuildOptions {
         seed: 3,
         ..Default::default()
     };
     let m = BertTaskModel::from_folder(tiny_bert(), spec, &opts).unwrap();
     m.save_pretrained(dir, &SaveOptions::default()).unwrap();
-    SubjectModel::open(dir).unwrap()
+    let mut s = SubjectModel::open(dir).unwrap();
+    if s.input.is_none() {
+        s.input = Some(input);
+    }
+    s
+}
+
+fn subject(dir: &Path, spec: HeadSpec) -> SubjectModel {
+    subject_reading(dir, spec, ModelInput::Single)
 }
 
 fn corpus(n: usize, pairs: bool) -> Corpus {
@@ -93,7 +103,11 @@ fn classifier_gives_soft_labels_cached_and_resumable() {
 #[test]
 fn regression_and_qa_outputs() {
     let tmp = tempfile::tempdir().unwrap();
-    let r = subject(&tmp.path().join("r"), HeadSpec::Regression);
+    let r = subject_reading(
+        &tmp.path().join("r"),
+        HeadSpec::Regression,
+        ModelInput::Pair,
+    );
     let out = outputs_on_corpus(
         &r,
         &corpus(4, true),
@@ -118,7 +132,8 @@ fn regression_and_qa_outputs() {
             assert!(a < b && *b <= i.segments[1].chars().count());
         }
     }
-    let err = outputs_on_corpus(
+    // A single-text row is (question, "") for a QA model (paper §2.4): no context, no answer.
+    let ProbeTargets::Spans(none) = outputs_on_corpus(
         &qa,
         &corpus(3, false),
         &tmp.path().join("c"),
@@ -126,10 +141,109 @@ fn regression_and_qa_outputs() {
         8,
         |_, _| {},
     )
-    .err()
-    .unwrap()
-    .to_string();
-    assert!(err.contains("--shape pair"), "{err}");
+    .unwrap() else {
+        panic!("expected spans")
+    };
+    assert_eq!(none, vec![None; 3]);
+}
+
+fn probs(t: ProbeTargets) -> Vec<Vec<f32>> {
+    let ProbeTargets::Soft(p) = t else {
+        panic!("expected soft labels")
+    };
+    p
+}
+
+fn run_probs(m: &SubjectModel, rows: Vec<Vec<String>>) -> Vec<Vec<f32>> {
+    m.run(&rows, 32)
+        .unwrap()
+        .into_iter()
+        .map(|o| match o {
+            Output::Probs(p) => p,
+            other => panic!("{other:?}"),
+        })
+        .collect()
+}
+
+fn max_diff(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
+    a.iter()
+        .flatten()
+        .zip(b.iter().flatten())
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+#[test]
+fn each_model_reads_corpus_rows_in_its_own_shape() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cls = HeadSpec::Classification { num_labels: 3 };
+    let pairs = corpus(4, true);
+    let singles = corpus(4, false);
+
+    // A single-input model given pair rows sees only their last segment.
+    let single = subject_reading(&tmp.path().join("s"), cls, ModelInput::Single);
+    let got =
+        probs(outputs_on_corpus(&single, &pairs, &tmp.path().join("c"), 32, 8, |_, _| {}).unwrap());
+    let last: Vec<Vec<String>> = pairs
+        .inputs
+        .iter()
+        .map(|i| vec![i.segments[1].clone()])
+        .collect();
+    assert!(max_diff(&got, &run_probs(&single, last)) < 1e-6);
+    // … which is not what the rows as they are would have given (the old behaviour).
+    let raw: Vec<Vec<String>> = pairs.inputs.iter().map(|i| i.segments.clone()).collect();
+    assert!(max_diff(&got, &run_probs(&single, raw)) > 1e-5);
+    assert_eq!(
+        single.shaped_inputs(&pairs).unwrap()[0],
+        ["a dog sat on the mat 0"]
+    );
+
+    // A pair model given single rows sees (text, "").
+    let pair = subject_reading(&tmp.path().join("p"), cls, ModelInput::Pair);
+    let got =
+        probs(outputs_on_corpus(&pair, &singles, &tmp.path().join("c"), 32, 8, |_, _| {}).unwrap());
+    let padded: Vec<Vec<String>> = singles
+        .inputs
+        .iter()
+        .map(|i| vec![i.segments[0].clone(), String::new()])
+        .collect();
+    assert!(max_diff(&got, &run_probs(&pair, padded)) < 1e-6);
+    let raw: Vec<Vec<String>> = singles.inputs.iter().map(|i| i.segments.clone()).collect();
+    assert!(max_diff(&got, &run_probs(&pair, raw)) > 1e-5);
+    // Pair rows reach a pair model as they are.
+    let got =
+        probs(outputs_on_corpus(&pair, &pairs, &tmp.path().join("c"), 32, 8, |_, _| {}).unwrap());
+    let raw: Vec<Vec<String>> = pairs.inputs.iter().map(|i| i.segments.clone()).collect();
+    assert!(max_diff(&got, &run_probs(&pair, raw)) < 1e-6);
+
+    // A plain folder whose shape nobody gave cannot label U: the error says how to fix it.
+    let unknown = SubjectModel::open(&tmp.path().join("p")).unwrap();
+    assert_eq!(unknown.input, None);
+    let err = outputs_on_corpus(&unknown, &pairs, &tmp.path().join("c"), 32, 8, |_, _| {})
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("--input single or --input pair"), "{err}");
+}
+
+#[test]
+fn a_training_record_gives_the_shape_and_the_data_size() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("m");
+    subject(&dir, HeadSpec::Classification { num_labels: 3 });
+    let schema = fute_core::dataset::TaskSchema::Classification {
+        inputs: fute_core::dataset::InputShape::Pair,
+        labels: vec!["a".into(), "b".into(), "c".into()],
+    };
+    record_training(&dir, "toy-nli", &schema, 1234).unwrap();
+    let m = SubjectModel::open(&dir).unwrap();
+    assert_eq!(m.input, Some(ModelInput::Pair));
+    assert_eq!(m.train_examples, Some(1234));
+    // transformers' keys survive; the record sits beside them.
+    let cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    assert_eq!(cfg["fute_training"]["dataset"], "toy-nli");
+    assert!(cfg["id2label"].is_object());
 }
 
 #[test]

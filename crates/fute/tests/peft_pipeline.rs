@@ -24,6 +24,7 @@ fn method(peft: PeftConfig, reduce: Reduce) -> Method {
             batch: 4,
             grad_accum: 1,
             max_len: 16,
+            soft_loss: Default::default(),
         },
         peft,
         reduce,

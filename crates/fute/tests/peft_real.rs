@@ -60,6 +60,7 @@ fn heavy_peft_loss_goes_down_on_real_tweets() {
                 batch: 16,
                 grad_accum: 1,
                 max_len: 64,
+                soft_loss: Default::default(),
             },
             peft,
             reduce,

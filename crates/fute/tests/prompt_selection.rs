@@ -364,6 +364,7 @@ fn fute_scores_prompts_by_the_similarity_of_their_mtes_to_the_dte() {
             batch: 4,
             grad_accum: 1,
             max_len: 16,
+            soft_loss: Default::default(),
         },
         variant: fute_nn::fisher::FisherVariant::PerExample,
         batch: 4,
@@ -376,7 +377,7 @@ fn fute_scores_prompts_by_the_similarity_of_their_mtes_to_the_dte() {
         store: &store,
         surrogate: &surrogate,
         corpus: &corpus,
-        methods: vec![("FUTE + TaskEmb".into(), method)],
+        methods: vec![(fute::methods::label::row_label(&method), method)],
         dte_limit: None,
         centre: false,
     };
@@ -388,7 +389,8 @@ fn fute_scores_prompts_by_the_similarity_of_their_mtes_to_the_dte() {
     let backend = CachedBackend::open(Scripted::default(), tmp.path().join("llm")).unwrap();
     let report = evaluate_dataset(&backend, &set, &ds, &cfg, Some(&space), &mut |_| {}).unwrap();
     let fute = &report.scores.last().unwrap();
-    assert_eq!(fute.0, "FUTE + TaskEmb");
+    // The row says which Fisher it computed: not FUTE's square of the mean.
+    assert_eq!(fute.0, "FUTE + TaskEmb (per-example Fisher)");
     assert_eq!(fute.1.len(), 13);
     assert!(fute
         .1

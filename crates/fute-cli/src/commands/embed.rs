@@ -11,6 +11,7 @@ use fute::model_outputs::{outputs_on_corpus, SubjectModel};
 use fute::probe::ProbeSet;
 use fute::prompted::PromptedLlm;
 use fute::surrogate::{resolve_model_dir, Surrogate};
+use fute_core::corpus::ModelInput;
 use fute_core::dataset::Split;
 use fute_core::embedding::{EmbeddingKind, Store, StoredDType, Subject, SubjectKind};
 use fute_core::rng::SplitMix64;
@@ -68,6 +69,14 @@ pub enum EmbedCmd {
         /// Embedding method (one that trains the surrogate on the targets).
         #[arg(long, value_enum, default_value_t = MethodArg::Fim)]
         method: MethodArg,
+        /// How the model reads its input, when its folder does not record it (models
+        /// from `fute train` do): each corpus row is shaped to it (paper §2.4).
+        #[arg(long, value_enum)]
+        input: Option<InputArg>,
+        /// Examples the model was fine-tuned on (its DataSize for `fute rank --by
+        /// datasize`), when its folder does not record it.
+        #[arg(long)]
+        data_size: Option<usize>,
         #[command(flatten)]
         common: CommonArgs,
     },
@@ -132,10 +141,11 @@ pub struct CommonArgs {
     /// Micro-batches per optimiser step.
     #[arg(long, default_value_t = 1)]
     pub grad_accum: usize,
-    /// Fisher definition: exact per-example, Vu et al.'s per-batch, or FUTE's square-of-mean.
-    #[arg(long, value_enum, default_value_t = FisherArg::PerExample)]
+    /// Fisher definition: FUTE's square-of-mean (the "FUTE + TaskEmb" of the paper),
+    /// the exact per-example Fisher, or Vu et al.'s per-batch.
+    #[arg(long, value_enum, default_value_t = FisherArg::SquareOfMean)]
     pub fisher: FisherArg,
-    /// Batch size of the per-batch and square-of-mean Fisher.
+    /// Batch size of the per-batch Fisher (and of the square-of-mean pass, whose value does not depend on it).
     #[arg(long, default_value_t = 8)]
     pub fisher_batch: usize,
     /// Gold labels (empirical Fisher) or labels sampled from the surrogate.
@@ -160,7 +170,7 @@ pub struct CommonArgs {
     #[arg(long, default_value_t = 512)]
     pub projection_dim: usize,
     /// Dropout on the prefixes during training (FUTE 0.15, TuPaTE 0.1).
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, default_value_t = fute::methods::label::FUTE_PREFIX_DROPOUT)]
     pub prefix_dropout: f64,
     /// How a prefix / prompt table becomes a vector [default: layers for prefix, positions for prompt-tuning].
     #[arg(long, value_enum)]
@@ -177,6 +187,28 @@ pub struct CommonArgs {
     /// OS threads of the Fisher pass.
     #[arg(long, default_value_t = 2)]
     pub workers: usize,
+    /// Loss against soft targets (MTEs of classifiers and prompted LLMs), in training
+    /// and in the Fisher pass: BCE-with-logits as the FUTE reference, or soft cross-entropy.
+    #[arg(long, value_enum, default_value_t = SoftLossArg::Bce)]
+    pub soft_loss: SoftLossArg,
+}
+
+/// Soft-label losses on the command line.
+#[derive(Clone, Copy, ValueEnum)]
+pub enum SoftLossArg {
+    /// Element-wise binary cross-entropy with logits, mean over classes (FUTE, paper §2.5).
+    Bce,
+    /// −Σ_c t_c log softmax(x)_c (paper §10's alternative).
+    SoftCe,
+}
+
+/// Model input shapes on the command line.
+#[derive(Clone, Copy, ValueEnum)]
+pub enum InputArg {
+    /// One text: a corpus row gives its last segment.
+    Single,
+    /// A text pair: a row gives its two segments, or (text, "").
+    Pair,
 }
 
 /// Methods on the command line.
@@ -233,7 +265,7 @@ pub enum FisherArg {
     PerExample,
     /// (1/N) Σ_b (∇ batch-mean loss)²: Vu et al.'s code.
     PerBatch,
-    /// (∇ mean loss)²: the released FUTE code.
+    /// (∇ mean loss)²: the released FUTE code (paper §2.6.2); the default.
     SquareOfMean,
 }
 
@@ -297,6 +329,10 @@ impl CommonArgs {
             batch: self.batch,
             grad_accum: self.grad_accum,
             max_len: self.max_len,
+            soft_loss: match self.soft_loss {
+                SoftLossArg::Bce => fute_nn::loss::SoftLoss::BceWithLogits,
+                SoftLossArg::SoftCe => fute_nn::loss::SoftLoss::SoftCrossEntropy,
+            },
         }
     }
 
@@ -442,6 +478,8 @@ pub fn run(ctx: &Context, cmd: EmbedCmd) -> anyhow::Result<()> {
             dir,
             corpus,
             method,
+            input,
+            data_size,
             common,
         } => {
             let what = dir.display().to_string();
@@ -453,7 +491,27 @@ pub fn run(ctx: &Context, cmd: EmbedCmd) -> anyhow::Result<()> {
                         method.name()
                     )));
                 }
-                let model = SubjectModel::open(&dir)?;
+                let mut model = SubjectModel::open(&dir)?;
+                if let Some(shape) = input {
+                    let given = match shape {
+                        InputArg::Single => ModelInput::Single,
+                        InputArg::Pair => ModelInput::Pair,
+                    };
+                    match model.input {
+                        Some(known) if known != given => anyhow::bail!(fute_core::Error::Invalid(format!(
+                            "{what} reads `{}` inputs (its training record or its QA head says so), not `{}`; drop --input",
+                            known.name(),
+                            given.name()
+                        ))),
+                        _ => model.input = Some(given),
+                    }
+                }
+                if let Some(n) = data_size {
+                    if let Some(recorded) = model.train_examples.filter(|r| *r != n) {
+                        eprintln!("note: {what} records {recorded} training examples; using --data-size {n}");
+                    }
+                    model.train_examples = Some(n);
+                }
                 let pb = super::spinner(format!("running {what} on corpus {corpus}"));
                 let cache = ctx.workspace.state_dir().join("cache").join("outputs");
                 let targets =
@@ -461,17 +519,25 @@ pub fn run(ctx: &Context, cmd: EmbedCmd) -> anyhow::Result<()> {
                         pb.set_message(format!("running {what} on corpus {corpus}: {done}/{total}"))
                     })?;
                 pb.finish_and_clear();
+                // The surrogate sees each row as the model saw it (paper §2.4).
                 let probe = ProbeSet {
-                    inputs: u.inputs.iter().map(|i| i.segments.clone()).collect(),
+                    inputs: model.shaped_inputs(&u)?,
                     targets,
                     head: model.probe_head(),
                 };
                 let subject = Subject {
                     kind: SubjectKind::Model,
                     name: what.clone(),
-                    hash: model.hash.clone(),
+                    hash: model.subject_hash()?,
                 };
-                let extra = BTreeMap::from([("corpus_name".into(), Value::from(corpus.clone()))]);
+                let mut extra = BTreeMap::from([
+                    ("corpus_name".into(), Value::from(corpus.clone())),
+                    ("model_hash".into(), Value::from(model.hash.clone())),
+                    ("model_input".into(), Value::from(model.input()?.name())),
+                ]);
+                if let Some(n) = model.train_examples {
+                    extra.insert("train_examples".into(), Value::from(n));
+                }
                 Ok((
                     subject,
                     EmbeddingKind::Mte,

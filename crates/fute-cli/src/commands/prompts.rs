@@ -76,7 +76,10 @@ pub enum PromptsCmd {
         /// The task-shaped corpus U the prompted LLMs label for their MTEs (FUTE rows).
         #[arg(long, required_unless_present = "no_fute")]
         corpus: Option<String>,
-        /// FUTE methods, comma-separated: each gives a row "FUTE + <method>".
+        /// FUTE methods, comma-separated: each gives a row, "FUTE + TaskEmb" (fim) or
+        /// "FUTE + TuPaTE" (prefix) when run with FUTE's settings (square-of-mean Fisher;
+        /// prefix of 16, dropout 0.15, mean over layers), else named with what differs,
+        /// e.g. "FUTE + TaskEmb (per-example Fisher)".
         #[arg(long, value_enum, value_delimiter = ',', default_value = "fim,prefix")]
         methods: Vec<MethodArg>,
         /// Skip FUTE (baselines only).
@@ -214,7 +217,7 @@ pub fn run(ctx: &Context, cmd: PromptsCmd) -> anyhow::Result<()> {
                     .iter()
                     .map(|&m| {
                         let method = common.method(m);
-                        (format!("FUTE + {}", row_name(method.name())), method)
+                        (fute::methods::label::row_label(&method), method)
                     })
                     .collect(),
                 dte_limit: common.limit,
@@ -268,14 +271,6 @@ pub fn run(ctx: &Context, cmd: PromptsCmd) -> anyhow::Result<()> {
 }
 
 use fute_llm::LlmBackend as _;
-
-fn row_name(method: &str) -> &str {
-    match method {
-        "fim" => "TaskEmb",
-        "prefix" => "TuPaTE",
-        other => other,
-    }
-}
 
 fn print_dataset(r: &DatasetReport, metric: TaskMetric) {
     let metric = match metric {

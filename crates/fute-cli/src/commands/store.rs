@@ -4,6 +4,7 @@ use super::print_json;
 use crate::table::Table;
 use crate::Context;
 use clap::{Args, ValueEnum};
+use fute_core::embedding::candidates::{select, CandidateRules, Selection};
 use fute_core::embedding::export::{export, ExportFormat};
 use fute_core::embedding::store::RankOptions;
 use fute_core::embedding::{EmbeddingKind, EmbeddingRecord, ListFilter, Store};
@@ -101,9 +102,35 @@ pub struct RankArgs {
     /// baselines DataSize (most examples first) and CurveGrad (RRF of loss-curve slopes).
     #[arg(long, value_enum, default_value_t = ByArg::Cosine)]
     by: ByArg,
+    /// Keep other embeddings of the target's own dataset or model (other seeds or
+    /// limits), which are left out by default because they trivially rank first.
+    #[arg(long)]
+    include_self: bool,
+    /// Candidates made with other seeds than the target are refused; with this flag
+    /// each seed's candidates are compared with the target's embedding of that seed
+    /// and the scores averaged per subject.
+    #[arg(long)]
+    average_seeds: bool,
+    /// Rank only the MTEs made on this corpus U (name or hash prefix) [default: the
+    /// target's corpus, or the only one among the candidates].
+    #[arg(long)]
+    corpus: Option<String>,
     /// Print JSON.
     #[arg(long)]
     json: bool,
+}
+
+/// `fute similarity` options.
+#[derive(Args)]
+pub struct SimilarityArgs {
+    /// First embedding (id or prefix).
+    a: String,
+    /// Second embedding (id or prefix).
+    b: String,
+    /// Embeddings of different seeds are refused; with this flag the cosine is
+    /// averaged over every seed for which both subjects have an embedding.
+    #[arg(long)]
+    average_seeds: bool,
 }
 
 fn open(ctx: &Context) -> anyhow::Result<Store> {
@@ -177,16 +204,44 @@ pub fn export_cmd(ctx: &Context, args: ExportArgs) -> anyhow::Result<()> {
 }
 
 /// `fute similarity A B`.
-pub fn similarity(ctx: &Context, a: &str, b: &str) -> anyhow::Result<()> {
+pub fn similarity(ctx: &Context, args: SimilarityArgs) -> anyhow::Result<()> {
     let store = open(ctx)?;
-    let (a, b) = (store.get(a)?, store.get(b)?);
-    let s = store.similarity(&a, &b)?;
+    let (a, b) = (store.get(&args.a)?, store.get(&args.b)?);
+    let show = |r: &EmbeddingRecord| format!("{} {}", r.meta.subject.name, r.meta.kind.as_str());
+    if !args.average_seeds {
+        if a.meta.seed != b.meta.seed {
+            return Err(super::user(format!(
+                "{} ({}) was made with seed {} and {} ({}) with seed {}; a tuned vector is its seeded initialisation plus what training moved, so vectors of different seeds are not comparable. Recompute one with the other's --seed, or pass --average-seeds",
+                a.id, show(&a), a.meta.seed, b.id, show(&b), b.meta.seed
+            )));
+        }
+        let s = store.similarity(&a, &b)?;
+        println!("{s:.6}  cos({}, {})", show(&a), show(&b));
+        return Ok(());
+    }
+    let (sa, sb) = (store.seed_siblings(&a)?, store.seed_siblings(&b)?);
+    let mut sims = Vec::new();
+    for (seed, ra) in &sa {
+        if let Some(rb) = sb.get(seed) {
+            sims.push((*seed, store.similarity(ra, rb)?));
+        }
+    }
+    if sims.is_empty() {
+        return Err(super::user(format!(
+            "no seed has embeddings of both: {} has seeds {:?}, {} has seeds {:?}",
+            show(&a),
+            sa.keys().collect::<Vec<_>>(),
+            show(&b),
+            sb.keys().collect::<Vec<_>>()
+        )));
+    }
+    let mean = sims.iter().map(|(_, s)| s).sum::<f64>() / sims.len() as f64;
+    let seeds: Vec<String> = sims.iter().map(|(s, _)| s.to_string()).collect();
     println!(
-        "{s:.6}  cos({} {}, {} {})",
-        a.meta.subject.name,
-        a.meta.kind.as_str(),
-        b.meta.subject.name,
-        b.meta.kind.as_str()
+        "{mean:.6}  cos({}, {}), mean over seeds {}",
+        show(&a),
+        show(&b),
+        seeds.join(", ")
     );
     Ok(())
 }
@@ -207,16 +262,38 @@ pub fn rank(ctx: &Context, args: RankArgs) -> anyhow::Result<()> {
             .map(|c| store.get(c))
             .collect::<Result<_, _>>()?
     };
+    let mut rules = CandidateRules {
+        include_self: args.include_self,
+        average_seeds: args.average_seeds,
+        corpus: args.corpus.clone(),
+    };
+    let selection: Selection = match args.by {
+        ByArg::Cosine => store.select(&target, &candidates, &rules)?,
+        // DataSize and CurveGrad read no target vector, so any seed may be ranked.
+        ByArg::Datasize | ByArg::Curvegrad => {
+            rules.average_seeds = true;
+            select(&target, &candidates, &rules, &mut |_| {
+                Ok(Some(target.clone()))
+            })?
+        }
+    };
+    for note in &selection.notes {
+        eprintln!("note: {note}");
+    }
+    let chosen: Vec<EmbeddingRecord> = selection
+        .groups
+        .iter()
+        .flat_map(|g| g.candidates.iter().cloned())
+        .collect();
     let mut ranked = match args.by {
-        ByArg::Cosine => store.rank(
-            &target,
-            &candidates,
+        ByArg::Cosine => store.rank_selection(
+            &selection,
             RankOptions {
                 centre: args.centre,
                 fuse_components: args.fuse,
             },
         )?,
-        ByArg::Datasize => store.rank_by_datasize(&target, &candidates)?,
+        ByArg::Datasize => store.rank_by_datasize(&target, &chosen)?,
         ByArg::Curvegrad => {
             if target.meta.space.method != "curvegrad" {
                 return Err(super::user(format!(
@@ -224,7 +301,7 @@ pub fn rank(ctx: &Context, args: RankArgs) -> anyhow::Result<()> {
                     target.id, target.meta.space.method
                 )));
             }
-            store.rank_by_component_values(&target, &candidates)?
+            store.rank_by_component_values(&target, &chosen)?
         }
     };
     if let Some(k) = args.top {
@@ -245,9 +322,14 @@ pub fn rank(ctx: &Context, args: RankArgs) -> anyhow::Result<()> {
         ByArg::Datasize => "EXAMPLES",
         ByArg::Curvegrad => "RRF",
     };
-    let mut t = Table::new(&["RANK", "ID", "KIND", "SUBJECT", header]);
+    let averaged = ranked.iter().any(|r| !r.seeds.is_empty());
+    let mut cols = vec!["RANK", "ID", "KIND", "SUBJECT", header];
+    if averaged {
+        cols.push("SEEDS");
+    }
+    let mut t = Table::new(&cols);
     for (i, r) in ranked.iter().enumerate() {
-        t.row(vec![
+        let mut row = vec![
             (i + 1).to_string(),
             r.id.clone(),
             r.kind.as_str().into(),
@@ -257,7 +339,12 @@ pub fn rank(ctx: &Context, args: RankArgs) -> anyhow::Result<()> {
             } else {
                 format!("{:.4}", r.score)
             },
-        ]);
+        ];
+        if averaged {
+            let seeds: Vec<String> = r.seeds.iter().map(u64::to_string).collect();
+            row.push(seeds.join(","));
+        }
+        t.row(row);
     }
     print!("{}", t.render());
     Ok(())

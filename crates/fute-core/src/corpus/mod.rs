@@ -5,6 +5,7 @@
 //! reshaped to a task's input shape. Its content hash identifies the embedding
 //! space together with the surrogate and the method.
 
+pub mod model_input;
 pub mod sources;
 
 use crate::dataset::Dataset;
@@ -16,6 +17,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::io::BufRead;
 use std::path::Path;
 
+pub use model_input::{last_segment, ModelInput};
 pub use sources::{TextSource, TEXT_SOURCES};
 
 /// One unlabelled input.

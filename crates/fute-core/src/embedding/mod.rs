@@ -3,7 +3,17 @@
 //! Two embeddings can be compared only when their [`Space`]s are compatible:
 //! the same surrogate, method and hyper-parameters, and, when both name one,
 //! the same unlabelled corpus U.
+//!
+//! The training schedule ([`SCHEDULE_PARAMS`]: epochs, learning rate, batch) is
+//! recorded with every vector and is part of its id, but not of its space. FUTE
+//! itself trains DTEs and MTEs on different schedules (prefix: lr 1e-2 for up to
+//! 120 epochs vs 1e-3 for one epoch; `paper.md` §2.6.1) and compares them, so one
+//! space must hold both. What the coordinates of a vector *are* — surrogate,
+//! method, Fisher variant, prefix shape, reduction, max length — stays in the
+//! space. Rankings still refuse candidates of one kind whose schedules differ
+//! (see [`candidates`]), so a candidate list never mixes two schedules.
 
+pub mod candidates;
 pub mod export;
 pub mod store;
 pub mod vectors;
@@ -83,11 +93,36 @@ pub struct Space {
     pub corpus: Option<String>,
 }
 
+/// Parameters that set how long and how fast the surrogate is trained: part of
+/// an embedding's id and provenance, not of its space (see the module notes).
+pub const SCHEDULE_PARAMS: &[&str] = &["train_epochs", "train_lr", "train_batch"];
+
 impl Space {
-    /// Identity of the space without the corpus: equal keys ⇔ same surrogate, method, parameters.
+    /// Identity of the space without the corpus and the training schedule:
+    /// equal keys ⇔ same surrogate, method and shaping parameters.
     pub fn key(&self) -> String {
-        let v = serde_json::json!({"surrogate": self.surrogate, "method": self.method, "params": self.params});
+        let v = serde_json::json!({"surrogate": self.surrogate, "method": self.method, "params": self.shape_params()});
         sha256_hex(v.to_string().as_bytes())[..16].to_owned()
+    }
+
+    /// The parameters that define the space (every parameter but the schedule).
+    pub fn shape_params(&self) -> BTreeMap<String, Value> {
+        self.params
+            .iter()
+            .filter(|(k, _)| !SCHEDULE_PARAMS.contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    /// The training schedule (epochs, learning rate, batch) as `k=v` pairs, e.g.
+    /// `train_epochs=1 train_lr=0.01`; empty for methods that train nothing.
+    pub fn schedule(&self) -> String {
+        self.params
+            .iter()
+            .filter(|(k, _)| SCHEDULE_PARAMS.contains(&k.as_str()))
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(" ")
     }
 
     /// `Ok` when vectors of the two spaces may be compared; else why not.
@@ -105,19 +140,13 @@ impl Space {
                 self.method, other.method
             ));
         }
-        if self.params != other.params {
-            let diff: Vec<String> = self
-                .params
+        let (mine, theirs) = (self.shape_params(), other.shape_params());
+        if mine != theirs {
+            let diff: Vec<String> = mine
                 .keys()
-                .chain(other.params.keys())
-                .filter(|k| self.params.get(*k) != other.params.get(*k))
-                .map(|k| {
-                    format!(
-                        "{k}: {} vs {}",
-                        show(self.params.get(k)),
-                        show(other.params.get(k))
-                    )
-                })
+                .chain(theirs.keys())
+                .filter(|k| mine.get(*k) != theirs.get(*k))
+                .map(|k| format!("{k}: {} vs {}", show(mine.get(k)), show(theirs.get(k))))
                 .collect::<std::collections::BTreeSet<_>>()
                 .into_iter()
                 .collect();

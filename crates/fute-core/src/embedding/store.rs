@@ -5,6 +5,7 @@
 //! is inserted in a transaction, so a crash leaves at worst an unreferenced
 //! file, never a row without its vector.
 
+use super::candidates::{select, CandidateRules, Selection};
 use super::vectors::{self, Component, StoredDType, VectorFile};
 use super::{EmbeddingKind, EmbeddingMeta, SubjectKind};
 use crate::similarity::{cosines, gram, order_by_score, reciprocal_rank_fusion};
@@ -72,8 +73,11 @@ pub struct Ranked {
     pub name: String,
     /// DTE or MTE.
     pub kind: EmbeddingKind,
-    /// Similarity (cosine) or fused score (RRF).
+    /// Similarity (cosine) or fused score (RRF); with several seeds, the mean over them.
     pub score: f64,
+    /// The seeds averaged over (empty when the ranking used one seed).
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub seeds: Vec<u64>,
 }
 
 /// How to score candidates against a target.
@@ -101,10 +105,44 @@ impl Store {
         conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA busy_timeout=5000;")
             .map_err(|e| sql(&path, e))?;
         conn.execute_batch(SCHEMA).map_err(|e| sql(&path, e))?;
-        Ok(Store {
+        let store = Store {
             dir: dir.to_path_buf(),
             conn,
-        })
+        };
+        store.refresh_space_keys()?;
+        Ok(store)
+    }
+
+    /// Recomputes the `space_key` column from each row's provenance where it is
+    /// stale (rows stored before the training schedule left the space key), so
+    /// listing by space finds every comparable embedding.
+    fn refresh_space_keys(&self) -> Result<()> {
+        let path = self.db_path();
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id, space_key, meta_json FROM embeddings")
+            .map_err(|e| sql(&path, e))?;
+        let rows: Vec<(String, String, String)> = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .map_err(|e| sql(&path, e))?
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|e| sql(&path, e))?;
+        for (id, key, meta_json) in rows {
+            // An unreadable row is reported when it is read, not here.
+            let Ok(meta) = serde_json::from_str::<EmbeddingMeta>(&meta_json) else {
+                continue;
+            };
+            let fresh = meta.space.key();
+            if fresh != key {
+                self.conn
+                    .execute(
+                        "UPDATE embeddings SET space_key = ?1 WHERE id = ?2",
+                        params![fresh, id],
+                    )
+                    .map_err(|e| sql(&path, e))?;
+            }
+        }
+        Ok(())
     }
 
     fn db_path(&self) -> PathBuf {
@@ -196,6 +234,29 @@ impl Store {
                 "id prefix `{id}` is ambiguous; give more characters"
             ))),
         }
+    }
+
+    /// Adds or replaces provenance entries of a stored record (a model's data
+    /// size given after its MTE was computed, …) and returns the record. The
+    /// vector file keeps the provenance it was written with; the catalogue is
+    /// what `fute show` and the rankings read.
+    pub fn merge_extra(
+        &self,
+        id: &str,
+        extra: &BTreeMap<String, serde_json::Value>,
+    ) -> Result<EmbeddingRecord> {
+        let mut rec = self.get(id)?;
+        rec.meta
+            .extra
+            .extend(extra.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let meta_json = serde_json::to_string(&rec.meta).expect("meta serialises");
+        self.conn
+            .execute(
+                "UPDATE embeddings SET meta_json = ?1 WHERE id = ?2",
+                params![meta_json, rec.id],
+            )
+            .map_err(|e| sql(&self.db_path(), e))?;
+        self.get(&rec.id)
     }
 
     /// Whether an embedding with exactly this id is stored (and its vector file exists).
@@ -332,33 +393,127 @@ impl Store {
                 name: candidates[i].meta.subject.name.clone(),
                 kind: candidates[i].meta.kind,
                 score: scores[i],
+                seeds: Vec::new(),
             })
+            .collect())
+    }
+
+    /// `rec`'s embedding with another seed (same subject, kind, space and
+    /// schedule), if stored.
+    pub fn with_seed(&self, rec: &EmbeddingRecord, seed: u64) -> Result<Option<EmbeddingRecord>> {
+        let mut meta = rec.meta.clone();
+        meta.seed = seed;
+        let id = meta.id();
+        if self.contains(&id)? {
+            Ok(Some(self.get(&id)?))
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// Every stored embedding that differs from `rec` only in its seed (itself
+    /// included), by seed.
+    pub fn seed_siblings(&self, rec: &EmbeddingRecord) -> Result<BTreeMap<u64, EmbeddingRecord>> {
+        let same_space = self.list(&ListFilter {
+            space_key: Some(rec.meta.space.key()),
+            ..Default::default()
+        })?;
+        Ok(same_space
+            .into_iter()
+            .filter(|r| {
+                let mut m = r.meta.clone();
+                m.seed = rec.meta.seed;
+                m.id() == rec.id
+            })
+            .map(|r| (r.meta.seed, r))
+            .collect())
+    }
+
+    /// Chooses the comparable candidates for `target` (see [`super::candidates`]).
+    pub fn select(
+        &self,
+        target: &EmbeddingRecord,
+        candidates: &[EmbeddingRecord],
+        rules: &CandidateRules,
+    ) -> Result<Selection> {
+        select(target, candidates, rules, &mut |seed| {
+            self.with_seed(target, seed)
+        })
+    }
+
+    /// Ranks a selection: each seed's candidates against the target's embedding
+    /// of that seed (centring within the seed), then each subject's scores
+    /// averaged over its seeds.
+    pub fn rank_selection(&self, sel: &Selection, opts: RankOptions) -> Result<Vec<Ranked>> {
+        if let [only] = sel.groups.as_slice() {
+            return self.rank(&only.target, &only.candidates, opts);
+        }
+        // (kind, subject kind, subject name) → (first id, score sum, seeds)
+        let mut per_subject: BTreeMap<(String, String, String), (Ranked, f64, Vec<u64>)> =
+            BTreeMap::new();
+        for g in &sel.groups {
+            for r in self.rank(&g.target, &g.candidates, opts)? {
+                let rec = g
+                    .candidates
+                    .iter()
+                    .find(|c| c.id == r.id)
+                    .expect("ranked candidates come from the group");
+                let key = (
+                    rec.meta.kind.as_str().to_owned(),
+                    rec.meta.subject.kind.as_str().to_owned(),
+                    rec.meta.subject.name.clone(),
+                );
+                let e = per_subject
+                    .entry(key)
+                    .or_insert_with(|| (r.clone(), 0.0, Vec::new()));
+                e.1 += r.score;
+                e.2.push(g.seed);
+            }
+        }
+        let scored: Vec<Ranked> = per_subject
+            .into_values()
+            .map(|(mut r, sum, seeds)| {
+                r.score = sum / seeds.len() as f64;
+                r.seeds = seeds;
+                r
+            })
+            .collect();
+        let scores: Vec<f64> = scored.iter().map(|r| r.score).collect();
+        Ok(order_by_score(&scores)
+            .into_iter()
+            .map(|i| scored[i].clone())
             .collect())
     }
 }
 
 impl Store {
-    /// DataSize (Vu et al.): candidates ranked by the size of their subject's data,
-    /// largest first, whatever the target: the dataset's split size when recorded
-    /// (`dataset_examples`), else the number of examples embedded.
+    /// DataSize (Vu et al. 2020; `paper.md` §3.3): candidates ranked by the
+    /// number of training examples of their subject, largest first, whatever the
+    /// target. A DTE's size is its dataset split's (`dataset_examples`); a model
+    /// MTE's is the size of the data the model was fine-tuned on
+    /// (`train_examples`, recorded by `fute train` or given with `fute embed
+    /// model --data-size`). The number of corpus inputs embedded is no data size
+    /// (every MTE on one U would tie, giving a random ranking), so a candidate
+    /// without a known size is an error that says how to give it. Candidates of
+    /// one subject (other seeds) count once.
     pub fn rank_by_datasize(
         &self,
         target: &EmbeddingRecord,
         candidates: &[EmbeddingRecord],
     ) -> Result<Vec<Ranked>> {
-        let scored: Vec<(&EmbeddingRecord, f64)> = candidates
-            .iter()
-            .filter(|c| c.id != target.id)
-            .map(|c| {
-                let extra = &c.meta.extra;
-                let n = extra
-                    .get("dataset_examples")
-                    .or_else(|| extra.get("probe_examples"))
-                    .and_then(serde_json::Value::as_f64)
-                    .unwrap_or(0.0);
-                (c, n)
-            })
-            .collect();
+        let mut seen = std::collections::BTreeSet::new();
+        let mut scored: Vec<(&EmbeddingRecord, f64)> = Vec::new();
+        for c in candidates.iter().filter(|c| c.id != target.id) {
+            let key = (
+                c.meta.kind.as_str(),
+                c.meta.subject.kind.as_str(),
+                c.meta.subject.name.clone(),
+            );
+            if !seen.insert(key) {
+                continue;
+            }
+            scored.push((c, data_size(c)?));
+        }
         Ok(ranked(scored))
     }
 
@@ -392,6 +547,33 @@ impl Store {
     }
 }
 
+/// The training-data size of a candidate's subject (see [`Store::rank_by_datasize`]).
+fn data_size(c: &EmbeddingRecord) -> Result<f64> {
+    let field = match c.meta.kind {
+        EmbeddingKind::Dte => "dataset_examples",
+        EmbeddingKind::Mte => "train_examples",
+    };
+    if let Some(n) = c.meta.extra.get(field).and_then(serde_json::Value::as_f64) {
+        return Ok(n);
+    }
+    let how = match (c.meta.kind, c.meta.subject.kind) {
+        (EmbeddingKind::Mte, SubjectKind::Model) => format!(
+            "recompute it with `fute embed model {} --data-size N` (N = the examples the model was fine-tuned on; models from `fute train` record it themselves)",
+            c.meta.subject.name
+        ),
+        (EmbeddingKind::Mte, _) => {
+            "an LLM's training-data size is unknown to fute; leave it out with --kind dte or --candidates".to_owned()
+        }
+        (EmbeddingKind::Dte, _) => "recompute the DTE with this version of fute, which records its dataset's size".to_owned(),
+    };
+    Err(Error::Invalid(format!(
+        "DataSize needs the training-data size of every candidate, and {} ({} {}) has none (no `{field}` in its provenance): {how}",
+        c.id,
+        c.meta.kind.as_str(),
+        c.meta.subject.name
+    )))
+}
+
 fn ranked(scored: Vec<(&EmbeddingRecord, f64)>) -> Vec<Ranked> {
     let scores: Vec<f64> = scored.iter().map(|(_, s)| *s).collect();
     order_by_score(&scores)
@@ -401,6 +583,7 @@ fn ranked(scored: Vec<(&EmbeddingRecord, f64)>) -> Vec<Ranked> {
             name: scored[i].0.meta.subject.name.clone(),
             kind: scored[i].0.meta.kind,
             score: scored[i].1,
+            seeds: Vec::new(),
         })
         .collect()
 }

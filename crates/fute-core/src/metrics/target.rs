@@ -25,22 +25,34 @@ fn confusion(pred: &[usize], gold: &[usize], k: usize) -> Vec<Vec<f64>> {
     c
 }
 
-/// Unweighted mean over the `num_classes` classes of each class's F1
-/// (a class absent from both predictions and gold counts as F1 = 0, as scikit-learn).
+/// Macro-averaged F1 as scikit-learn's `f1_score(gold, pred, average="macro")`:
+/// the unweighted mean of per-class F1 over the classes that occur in the gold
+/// labels or the predictions. A class of the label set that occurs in neither
+/// is left out (counting it as F1 = 0 would score a binary dataset mapped onto
+/// a 3-label set at 2/3 of its value). `num_classes` bounds the class indices.
+/// Empty inputs give 0.0.
 pub fn macro_f1(pred: &[usize], gold: &[usize], num_classes: usize) -> f64 {
     if num_classes == 0 {
         return 0.0;
     }
     let c = confusion(pred, gold, num_classes);
     let mut sum = 0.0;
+    let mut present = 0usize;
     for (k, row) in c.iter().enumerate() {
         let tp = row[k];
         let predicted: f64 = c.iter().map(|r| r[k]).sum();
         let actual: f64 = row.iter().sum();
         let denom = predicted + actual;
-        sum += if denom > 0.0 { 2.0 * tp / denom } else { 0.0 };
+        if denom > 0.0 {
+            present += 1;
+            sum += 2.0 * tp / denom;
+        }
     }
-    sum / num_classes as f64
+    if present == 0 {
+        0.0
+    } else {
+        sum / present as f64
+    }
 }
 
 /// Matthews correlation coefficient, multi-class form (Gorodkin 2004); binary MCC for 2 classes.

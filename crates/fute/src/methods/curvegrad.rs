@@ -2,6 +2,21 @@
 //! of the surrogate's training-loss curve at 10, 20, 30, 50 and 70 % of a
 //! fine-tuning run on the probe set. Sources are ranked by each slope (descending)
 //! and the rankings fused by reciprocal rank fusion — see `fute rank --by curvegrad`.
+//!
+//! **Sign, as far as the sources go (checked 2026-11-30).** Vu et al. 2020 give
+//! CurveGrad in one sentence, summarised at
+//! <https://tkukurin.github.io/predicting-transferability-nlp> (`paper.md` §3.4) as
+//! "compute grad at 10, 20, 30, 50, 70% while fine-tuning on 10k samples. Rank
+//! source tasks descendingly using reciprocal rank fusion"; their code release
+//! (github.com/tuvuumass/task-transferability) has no CurveGrad script. fute keeps
+//! the *signed* slope (negative while the loss falls) and ranks descending, so the
+//! flattest curve — the source that plateaus first — ranks first. Whether Vu et
+//! al.'s "gradient" is the signed slope or its magnitude is not stated in any text
+//! we could read; with the magnitude the order reverses. Bingel & Søgaard (2017)
+//! report multi-task gains as more likely with auxiliary tasks whose curves do
+//! *not* plateau, which would favour the steep curves. Treat this baseline's
+//! direction as unverified; the slopes are stored, so the other order is one
+//! sign away.
 
 use super::surrogate_training::{encode_probe, SurrogateTraining};
 use crate::probe::ProbeSet;

@@ -74,7 +74,9 @@ impl FimConfig {
     pub fn params(&self) -> BTreeMap<String, Value> {
         let mut p = self.training.params();
         p.insert("fisher".into(), Value::from(variant_name(self.variant)));
-        if self.variant != FisherVariant::PerExample {
+        // The square of the mean gradient does not depend on how the mean is
+        // batched (Σ_b |b|/N·g_b is the full gradient), so only per-batch keeps it.
+        if self.variant == FisherVariant::PerBatch {
             p.insert("fisher_batch".into(), Value::from(self.batch));
         }
         p.insert(
@@ -131,6 +133,7 @@ impl FimConfig {
             },
             scope,
             workers: self.workers,
+            soft_loss: self.training.soft_loss,
             ..Default::default()
         };
         Ok(fisher_embedding(&model, &fex, &opts)?.components)

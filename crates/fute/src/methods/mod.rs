@@ -2,6 +2,7 @@
 
 pub mod curvegrad;
 pub mod fim;
+pub mod label;
 pub mod peft;
 pub mod surrogate_training;
 pub mod textemb;
@@ -39,6 +40,16 @@ impl Method {
             Method::Fim(_) => "fim",
             Method::Peft(p) => p.name(),
             Method::CurveGrad(_) => "curvegrad",
+        }
+    }
+
+    /// The surrogate fine-tuning this method runs first (`None` for TextEmb).
+    pub fn training(&self) -> Option<&surrogate_training::SurrogateTraining> {
+        match self {
+            Method::TextEmb { .. } => None,
+            Method::Fim(c) => Some(&c.training),
+            Method::Peft(p) => Some(&p.training),
+            Method::CurveGrad(t) => Some(t),
         }
     }
 

@@ -4,6 +4,7 @@
 use crate::probe::{ProbeHead, ProbeSet, ProbeTargets};
 use crate::surrogate::Surrogate;
 use anyhow::Context as _;
+use fute_nn::loss::SoftLoss;
 use fute_nn::train::{
     answer_positions, train, AdamWConfig, Control, Event, TrainConfig, TrainExample, TrainTarget,
 };
@@ -24,12 +25,26 @@ pub struct SurrogateTraining {
     pub grad_accum: usize,
     /// Maximum tokens per input.
     pub max_len: usize,
+    /// Loss against soft targets (an MTE's model or LLM outputs), in training and
+    /// in the Fisher pass: BCE-with-logits as the FUTE reference (`paper.md` §2.5),
+    /// or soft cross-entropy (§10). Gold labels always use cross-entropy.
+    pub soft_loss: SoftLoss,
+}
+
+/// Command-line / space name of a soft-label loss.
+pub fn soft_loss_name(l: SoftLoss) -> &'static str {
+    match l {
+        SoftLoss::BceWithLogits => "bce",
+        SoftLoss::SoftCrossEntropy => "soft-ce",
+    }
 }
 
 impl SurrogateTraining {
-    /// The hyper-parameters as space parameters (prefixed `train_`).
+    /// The hyper-parameters as space parameters (prefixed `train_`). The soft
+    /// loss is listed only when it is not FUTE's BCE, so embeddings stored before
+    /// the switch existed keep their ids.
     pub fn params(&self) -> BTreeMap<String, Value> {
-        BTreeMap::from([
+        let mut p = BTreeMap::from([
             ("train_epochs".into(), Value::from(self.epochs)),
             ("train_lr".into(), Value::from(self.lr)),
             (
@@ -37,7 +52,20 @@ impl SurrogateTraining {
                 Value::from(self.batch * self.grad_accum),
             ),
             ("max_len".into(), Value::from(self.max_len)),
-        ])
+        ]);
+        if self.soft_loss != SoftLoss::BceWithLogits {
+            p.insert(
+                "soft_loss".into(),
+                Value::from(soft_loss_name(self.soft_loss)),
+            );
+        }
+        p
+    }
+
+    /// How a table row names a soft loss other than FUTE's (none for BCE).
+    pub fn soft_loss_departure(&self) -> Option<String> {
+        (self.soft_loss != SoftLoss::BceWithLogits)
+            .then(|| format!("{} soft loss", soft_loss_name(self.soft_loss)))
     }
 }
 
@@ -130,6 +158,7 @@ pub fn trained_surrogate_with(
         },
         seed,
         trainable,
+        soft_loss: cfg.soft_loss,
         ..Default::default()
     };
     train(
