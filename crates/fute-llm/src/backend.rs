@@ -1,6 +1,7 @@
 //! The [`LlmBackend`] trait and the values it returns.
 
 use crate::chat::ChatMessage;
+use crate::logits::LogitsProcessing;
 use crate::Result;
 use serde::{Deserialize, Serialize};
 
@@ -38,6 +39,10 @@ pub struct ScoreQuery {
     pub max_steps: usize,
     /// Return raw logits instead of log-probabilities (local backends only).
     pub raw_logits: bool,
+    /// Which logits the greedy steps and scores use (local backends only for
+    /// [`LogitsProcessing::Reference`]).
+    #[serde(default, skip_serializing_if = "LogitsProcessing::is_raw")]
+    pub logits_processing: LogitsProcessing,
 }
 
 impl Default for ScoreQuery {
@@ -47,6 +52,7 @@ impl Default for ScoreQuery {
             top_k: 20,
             max_steps: 5,
             raw_logits: false,
+            logits_processing: LogitsProcessing::Raw,
         }
     }
 }
@@ -101,6 +107,10 @@ pub struct GenerateOptions {
     pub max_tokens: usize,
     /// Stop before any of these strings (not included in the text).
     pub stop: Vec<String>,
+    /// Which logits the greedy steps use (local backends only for
+    /// [`LogitsProcessing::Reference`]).
+    #[serde(default, skip_serializing_if = "LogitsProcessing::is_raw")]
+    pub logits_processing: LogitsProcessing,
 }
 
 impl Default for GenerateOptions {
@@ -108,6 +118,7 @@ impl Default for GenerateOptions {
         GenerateOptions {
             max_tokens: 128,
             stop: Vec::new(),
+            logits_processing: LogitsProcessing::Raw,
         }
     }
 }
@@ -160,6 +171,18 @@ pub trait LlmBackend {
     /// Backend kind, model and model hash (part of every cache key).
     fn identity(&self) -> BackendIdentity;
 
+    /// Every setting of the backend itself that can change an answer, beyond
+    /// [`LlmBackend::identity`] and the request (for a server: its URL, the
+    /// endpoint, how many top log-probabilities are asked for, the chat
+    /// template, the tokenizer): part of every cache key, so that a call is
+    /// answered from the cache only when the same call would give the same
+    /// answer. Settings that cannot change an answer (timeouts, retries,
+    /// credentials) are left out, and credentials never appear here.
+    /// Default: none (a backend whose identity says it all).
+    fn answer_settings(&self) -> serde_json::Value {
+        serde_json::Value::Null
+    }
+
     /// The exact text the backend feeds the model for `messages`.
     ///
     /// # Errors
@@ -179,18 +202,29 @@ pub trait LlmBackend {
     /// Inference or server failures.
     fn generate(&self, messages: &[ChatMessage], options: &GenerateOptions) -> Result<Generation>;
 
-    /// Perplexity of `text` (tokenised as is, special tokens recognised);
-    /// with `add_bos` a BOS token is put in front so the first token is
-    /// scored too.
+    /// Perplexity of `text`, tokenised as literal text (a `<|im_end|>` in it
+    /// is text, not a control token); with `add_bos` a BOS token is put in
+    /// front so the first token is scored too.
     ///
     /// # Errors
     /// Inference or server failures.
     fn perplexity(&self, text: &str, add_bos: bool) -> Result<Perplexity>;
+
+    /// Perplexity of the chat `messages` as the backend's template renders
+    /// them (no generation prompt): the template's control tokens as control
+    /// tokens, the messages as literal text (SPELL's prompt perplexity).
+    ///
+    /// # Errors
+    /// Inference or server failures.
+    fn perplexity_chat(&self, messages: &[ChatMessage], add_bos: bool) -> Result<Perplexity>;
 }
 
 impl<B: LlmBackend + ?Sized> LlmBackend for &B {
     fn identity(&self) -> BackendIdentity {
         (**self).identity()
+    }
+    fn answer_settings(&self) -> serde_json::Value {
+        (**self).answer_settings()
     }
     fn render_chat(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String> {
         (**self).render_chat(messages, add_generation_prompt)
@@ -204,12 +238,16 @@ impl<B: LlmBackend + ?Sized> LlmBackend for &B {
     fn perplexity(&self, text: &str, add_bos: bool) -> Result<Perplexity> {
         (**self).perplexity(text, add_bos)
     }
+    fn perplexity_chat(&self, messages: &[ChatMessage], add_bos: bool) -> Result<Perplexity> {
+        (**self).perplexity_chat(messages, add_bos)
+    }
 }
 
 /// Whether a generated token counts as whitespace for "the first generated
-/// step whose greedy token is not whitespace": non-empty and all whitespace.
+/// step whose greedy token is not whitespace": all whitespace, the empty
+/// decode included (the reference tests `decode(token).strip() == ""`).
 pub fn is_whitespace_token(text: &str) -> bool {
-    !text.is_empty() && text.chars().all(char::is_whitespace)
+    text.chars().all(char::is_whitespace)
 }
 
 /// ln Σ exp(logits), max-shifted and summed in f64.

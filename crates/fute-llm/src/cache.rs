@@ -6,7 +6,10 @@
 //! call, flushed when the call returns. A line cut off by a crash is skipped
 //! when the file is opened again. [`CachedBackend`] wraps any
 //! [`LlmBackend`]; the key is the sha256 of (backend kind, model, model hash,
-//! operation, the exact messages or text, every setting of the request).
+//! the backend's [`LlmBackend::answer_settings`] (for a server: URL, endpoint,
+//! top log-probabilities, template), operation, the exact messages or text,
+//! every setting of the request). Credentials, timeouts and retry counts
+//! change no answer and are not in the key; nothing but answers is written.
 //! Failed calls are not cached.
 
 use crate::backend::{
@@ -161,6 +164,7 @@ pub struct CacheStats {
 pub struct CachedBackend<B> {
     inner: B,
     identity: BackendIdentity,
+    settings: Value,
     cache: CallCache,
     hits: AtomicU64,
     misses: AtomicU64,
@@ -173,6 +177,7 @@ impl<B: LlmBackend> CachedBackend<B> {
     /// [`Error::Io`] when the cache file cannot be opened.
     pub fn open(inner: B, dir: impl AsRef<Path>) -> Result<Self> {
         let identity = inner.identity();
+        let settings = inner.answer_settings();
         let short: String = hex::encode(Sha256::digest(
             format!(
                 "{}\n{}\n{}",
@@ -192,6 +197,7 @@ impl<B: LlmBackend> CachedBackend<B> {
         Ok(CachedBackend {
             inner,
             identity,
+            settings,
             cache,
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
@@ -221,6 +227,7 @@ impl<B: LlmBackend> CachedBackend<B> {
             "kind": self.identity.kind,
             "model": self.identity.model,
             "model_hash": self.identity.model_hash,
+            "settings": self.settings,
             "op": op,
             "request": request,
         });
@@ -256,6 +263,10 @@ impl<B: LlmBackend> LlmBackend for CachedBackend<B> {
         self.identity.clone()
     }
 
+    fn answer_settings(&self) -> Value {
+        self.settings.clone()
+    }
+
     fn render_chat(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String> {
         self.inner.render_chat(messages, add_generation_prompt)
     }
@@ -283,6 +294,14 @@ impl<B: LlmBackend> LlmBackend for CachedBackend<B> {
             || self.inner.perplexity(text, add_bos),
         )
     }
+
+    fn perplexity_chat(&self, messages: &[ChatMessage], add_bos: bool) -> Result<Perplexity> {
+        self.cached(
+            "perplexity_chat",
+            json!({ "messages": messages, "add_bos": add_bos }),
+            || self.inner.perplexity_chat(messages, add_bos),
+        )
+    }
 }
 
 #[cfg(test)]
@@ -304,6 +323,9 @@ mod tests {
                 model: "m".into(),
                 model_hash: "h1".into(),
             }
+        }
+        fn answer_settings(&self) -> Value {
+            Value::Null
         }
         fn render_chat(&self, _: &[ChatMessage], _: bool) -> Result<String> {
             Ok(String::new())
@@ -338,6 +360,9 @@ mod tests {
         fn perplexity(&self, text: &str, _: bool) -> Result<Perplexity> {
             self.calls.fetch_add(1, Ordering::SeqCst);
             Ok(Perplexity::from_logprobs(&[-(text.len() as f64)]))
+        }
+        fn perplexity_chat(&self, messages: &[ChatMessage], b: bool) -> Result<Perplexity> {
+            self.perplexity(&messages[0].content, b)
         }
     }
 
@@ -431,6 +456,9 @@ mod tests {
                     ..self.0.identity()
                 }
             }
+            fn answer_settings(&self) -> Value {
+                Value::Null
+            }
             fn render_chat(&self, m: &[ChatMessage], g: bool) -> Result<String> {
                 self.0.render_chat(m, g)
             }
@@ -442,6 +470,9 @@ mod tests {
             }
             fn perplexity(&self, t: &str, b: bool) -> Result<Perplexity> {
                 self.0.perplexity(t, b)
+            }
+            fn perplexity_chat(&self, m: &[ChatMessage], b: bool) -> Result<Perplexity> {
+                self.0.perplexity_chat(m, b)
             }
         }
         let dir = tempfile::tempdir().unwrap();

@@ -2,10 +2,10 @@
 //! chat template built from the file's metadata.
 
 use crate::backend::{
-    is_whitespace_token, log_softmax, AnswerScores, BackendIdentity, CandidateScore,
-    GenerateOptions, Generation, LlmBackend, Perplexity, ScoreKind, ScoreQuery, TokenScore,
+    log_softmax, AnswerScores, BackendIdentity, CandidateScore, GenerateOptions, Generation,
+    LlmBackend, Perplexity, ScoreKind, ScoreQuery, TokenScore,
 };
-use crate::chat::{ChatMessage, ChatTemplate};
+use crate::chat::{ChatMessage, ChatTemplate, Piece};
 use crate::llama::{DenseLlama, KvCache};
 use crate::{Error, Result};
 use candle_core::quantized::gguf_file;
@@ -30,6 +30,9 @@ const TOKEN_TYPE_CONTROL: i32 = 3;
 /// single digits, then the GPT-2 split), with control tokens recognised in text.
 pub struct GgufTokenizer {
     inner: Tokenizer,
+    /// The same tokenizer with control-token strings read as plain text.
+    literal: Tokenizer,
+    fingerprint: String,
     bos: Option<u32>,
     eos: Option<u32>,
     add_bos: bool,
@@ -111,7 +114,8 @@ impl GgufTokenizer {
             .enumerate()
             .map(|(i, t)| (t.clone(), i as u32))
             .collect();
-        let merges: Vec<(String, String)> = merges
+        let merges_text = merges;
+        let merges: Vec<(String, String)> = merges_text
             .iter()
             .map(|m| {
                 m.split_once(' ')
@@ -151,8 +155,21 @@ impl GgufTokenizer {
         let add_bos = meta(content, "tokenizer.ggml.add_bos_token")
             .and_then(|v| v.to_bool().ok())
             .unwrap_or(false);
+        let mut literal = inner.clone();
+        literal.set_encode_special_tokens(true);
+        let mut h = Sha256::new();
+        for part in [&tokens, &merges_text] {
+            for t in part {
+                h.update(t.as_bytes());
+                h.update([0u8]);
+            }
+            h.update([1u8]);
+        }
+        h.update(format!("{pre}:{types:?}").as_bytes());
         Ok(GgufTokenizer {
             inner,
+            literal,
+            fingerprint: hex::encode(h.finalize()),
             bos: id("tokenizer.ggml.bos_token_id"),
             eos: id("tokenizer.ggml.eos_token_id"),
             add_bos,
@@ -172,6 +189,8 @@ impl GgufTokenizer {
 
     /// Token ids of `text` (control tokens such as `<|im_start|>` written in
     /// the text become their ids, like llama.cpp with `special = true`; no BOS).
+    /// For template text only: user text goes through
+    /// [`GgufTokenizer::encode_literal`] or [`GgufTokenizer::encode_pieces`].
     ///
     /// # Errors
     /// [`Error::Tokenizer`] on an encoding failure.
@@ -181,6 +200,58 @@ impl GgufTokenizer {
             .encode(text, false)
             .map_err(|e| Error::Tokenizer(e.to_string()))?;
         Ok(encoding.get_ids().to_vec())
+    }
+
+    /// Token ids of `text` read as plain text: a `<|im_end|>` in it is the
+    /// tokens of those characters, never the control token (llama.cpp with
+    /// `special = false`; no BOS).
+    ///
+    /// # Errors
+    /// [`Error::Tokenizer`] on an encoding failure.
+    pub fn encode_literal(&self, text: &str) -> Result<Vec<u32>> {
+        let encoding = self
+            .literal
+            .encode(text, false)
+            .map_err(|e| Error::Tokenizer(e.to_string()))?;
+        Ok(encoding.get_ids().to_vec())
+    }
+
+    /// Token ids of a rendered chat ([`ChatTemplate::render_pieces`]): each
+    /// control piece is its one control token, the text between two control
+    /// pieces is encoded literally as one string (so a chat without
+    /// control-token strings in its messages gets the ids of
+    /// [`GgufTokenizer::encode`] on the rendered text).
+    ///
+    /// # Errors
+    /// [`Error::Tokenizer`] when a control piece is not one control token of
+    /// this vocabulary, or on an encoding failure.
+    pub fn encode_pieces(&self, pieces: &[Piece]) -> Result<Vec<u32>> {
+        let mut ids = Vec::new();
+        let mut text = String::new();
+        for piece in pieces {
+            match piece {
+                Piece::Text(t) => text.push_str(t),
+                Piece::Control(c) => {
+                    ids.extend(self.encode_literal(&std::mem::take(&mut text))?);
+                    match self.encode(c)?[..] {
+                        [id] if self.is_control(id) => ids.push(id),
+                        _ => {
+                            return Err(Error::Tokenizer(format!(
+                                "the chat template's `{c}` is not a control token of this model"
+                            )))
+                        }
+                    }
+                }
+            }
+        }
+        ids.extend(self.encode_literal(&text)?);
+        Ok(ids)
+    }
+
+    /// sha256 of the vocabulary, merges, pre-tokenizer and token types: two
+    /// tokenizers with the same fingerprint give the same ids.
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
     }
 
     /// The text of `ids` (control tokens kept).
@@ -511,13 +582,17 @@ impl GgufBackend {
         self.forward(&mut model, tokens, 0)
     }
 
-    /// Token ids of `text` for perplexity: BOS first when asked.
+    /// Token ids of `text` (literal) for perplexity: BOS first when asked.
     fn perplexity_ids(&self, text: &str, add_bos: bool) -> Result<Vec<u32>> {
+        self.with_bos(self.tokenizer.encode_literal(text)?, add_bos)
+    }
+
+    fn with_bos(&self, text_ids: Vec<u32>, add_bos: bool) -> Result<Vec<u32>> {
         let mut ids = Vec::new();
         if add_bos {
             ids.extend(self.tokenizer.bos());
         }
-        ids.extend(self.tokenizer.encode(text)?);
+        ids.extend(text_ids);
         if ids.len() < 2 {
             return Err(Error::Invalid(
                 "perplexity needs at least two tokens".into(),
@@ -544,13 +619,15 @@ impl GgufBackend {
         Ok(Perplexity::from_logprobs(&logprobs))
     }
 
-    fn prompt_ids(&self, messages: &[ChatMessage]) -> Result<Vec<u32>> {
-        let text = self.template.render(messages, true);
+    /// Token ids of the chat with the generation prompt: the template's
+    /// control tokens, the messages as literal text (user text is data).
+    pub fn prompt_ids(&self, messages: &[ChatMessage]) -> Result<Vec<u32>> {
+        let pieces = self.template.render_pieces(messages, true);
         let mut ids = Vec::new();
         if self.tokenizer.add_bos() {
             ids.extend(self.tokenizer.bos());
         }
-        ids.extend(self.tokenizer.encode(&text)?);
+        ids.extend(self.tokenizer.encode_pieces(&pieces)?);
         if ids.is_empty() {
             return Err(Error::Invalid("empty prompt".into()));
         }
@@ -628,6 +705,12 @@ impl LlmBackend for GgufBackend {
         }
     }
 
+    /// How user text is tokenised (literal since the 2026-11-30 case 22 fix):
+    /// cached answers from before it are not reused.
+    fn answer_settings(&self) -> serde_json::Value {
+        serde_json::json!({ "user_text": "literal" })
+    }
+
     fn render_chat(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String> {
         Ok(self.template.render(messages, add_generation_prompt))
     }
@@ -635,29 +718,25 @@ impl LlmBackend for GgufBackend {
     fn score_answer(&self, messages: &[ChatMessage], query: &ScoreQuery) -> Result<AnswerScores> {
         let prompt = self.prompt_ids(messages)?;
         let mut model = self.model.lock().unwrap_or_else(|p| p.into_inner());
-        let mut logits = self.forward(&mut model, &prompt, 0)?;
-        let mut pos = prompt.len();
-        let mut greedy = Vec::new();
-        let max_steps = query.max_steps.max(1);
-        let mut step = 0;
-        loop {
-            let next = argmax(&logits);
-            let text = self.tokenizer.decode(&[next])?;
-            greedy.push(text.clone());
-            let last = step + 1 >= max_steps || self.stop_ids.contains(&next);
-            if !is_whitespace_token(&text) || last {
-                break;
-            }
-            logits = self.forward(&mut model, &[next], pos)?;
-            pos += 1;
-            step += 1;
-        }
+        let first = self.forward(&mut model, &prompt, 0)?;
+        let found = crate::logits::answer_step(
+            &prompt,
+            first,
+            query.max_steps,
+            query.logits_processing,
+            |id| self.stop_ids.contains(&id),
+            |id| self.tokenizer.decode(&[id]),
+            |id, pos| self.forward(&mut model, &[id], pos),
+        )?;
         drop(model);
+        let (step, greedy, logits) = (found.step, found.texts, found.logits);
         let (kind, scores) = if query.raw_logits {
             (ScoreKind::Logits, logits)
         } else {
             (ScoreKind::LogProbs, log_softmax(&logits))
         };
+        // JSON has no −∞ (a token the no-repeat rule banned).
+        let scores: Vec<f32> = scores.into_iter().map(crate::logits::finite).collect();
         let top = top_k(&scores, query.top_k)
             .into_iter()
             .map(|(id, score)| {
@@ -672,7 +751,7 @@ impl LlmBackend for GgufBackend {
             .candidates
             .iter()
             .map(|c| {
-                let ids = self.tokenizer.encode(c)?;
+                let ids = self.tokenizer.encode_literal(c)?;
                 Ok(match ids.first() {
                     Some(&id) => CandidateScore {
                         candidate: c.clone(),
@@ -705,8 +784,11 @@ impl LlmBackend for GgufBackend {
         let mut ids = Vec::new();
         let mut finish = "length";
         let mut text = String::new();
+        let mut context = prompt.clone();
         while ids.len() < options.max_tokens {
+            options.logits_processing.apply(&mut logits, &context);
             let next = argmax(&logits);
+            context.push(next);
             if self.stop_ids.contains(&next) {
                 finish = "stop";
                 break;
@@ -740,6 +822,19 @@ impl LlmBackend for GgufBackend {
     /// token needs no logits, so it is not run.
     fn perplexity(&self, text: &str, add_bos: bool) -> Result<Perplexity> {
         let ids = self.perplexity_ids(text, add_bos)?;
+        self.perplexity_of_ids(&ids)
+    }
+
+    fn perplexity_chat(&self, messages: &[ChatMessage], add_bos: bool) -> Result<Perplexity> {
+        let pieces = self.template.render_pieces(messages, false);
+        let ids = self.with_bos(self.tokenizer.encode_pieces(&pieces)?, add_bos)?;
+        self.perplexity_of_ids(&ids)
+    }
+}
+
+impl GgufBackend {
+    /// Perplexity of `ids` (all but the first scored) in one dense pass.
+    fn perplexity_of_ids(&self, ids: &[u32]) -> Result<Perplexity> {
         let dense = self.dense()?;
         let context = dense.config().context_length;
         if ids.len() > context {

@@ -7,6 +7,7 @@ use crate::backend::{
 };
 use crate::chat::{ChatMessage, ChatTemplate};
 use crate::gguf::GgufTokenizer;
+use crate::user_text::{neutralize_controls, neutralized, USER_TEXT_POLICY};
 use crate::{Error, Result};
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -147,9 +148,19 @@ impl HttpBackend {
             .collect())
     }
 
+    /// [`HttpBackend::send`], with the API key blanked out of any error (a
+    /// server may echo the credential it refused).
+    fn request(&self, path: &str, body: Option<&Value>) -> Result<Value> {
+        self.send(path, body)
+            .map_err(|e| match &self.config.api_key {
+                Some(key) if !key.is_empty() => redact(e, key),
+                _ => e,
+            })
+    }
+
     /// Sends one request with retries (timeouts, dropped connections, 429,
     /// 5xx) and exponential backoff; other 4xx fail at once.
-    fn request(&self, path: &str, body: Option<&Value>) -> Result<Value> {
+    fn send(&self, path: &str, body: Option<&Value>) -> Result<Value> {
         let url = self.url(path);
         let attempts = self.config.retries + 1;
         let mut last = String::new();
@@ -222,6 +233,7 @@ impl HttpBackend {
     /// Runs the prompt and returns the generated steps with their top
     /// log-probabilities.
     fn steps(&self, messages: &[ChatMessage], max_tokens: usize, top: usize) -> Result<Vec<Step>> {
+        let messages = &neutralized(messages)[..];
         match self.config.endpoint {
             Endpoint::Completions => {
                 let prompt = self.config.template.render(messages, true);
@@ -257,7 +269,7 @@ impl HttpBackend {
     /// The text of `candidate`'s first token, when a tokenizer is known.
     fn first_token_text(&self, candidate: &str) -> Result<Option<String>> {
         match &self.config.tokenizer {
-            Some(tok) => match tok.encode(candidate)?.first() {
+            Some(tok) => match tok.encode_literal(candidate)?.first() {
                 Some(&id) => Ok(Some(tok.decode(&[id])?)),
                 None => Ok(None),
             },
@@ -268,6 +280,35 @@ impl HttpBackend {
 
 fn snippet(text: &str) -> String {
     text.chars().take(200).collect()
+}
+
+fn reference_processing_unavailable() -> Error {
+    Error::Invalid(
+        "the reference's logits processing (repetition penalty 1.2, no repeated 3-gram) needs \
+         the local GGUF backend: an OpenAI-compatible server applies its own penalties, if any; \
+         use --logits-processing raw with --backend http"
+            .into(),
+    )
+}
+
+/// `e` with every occurrence of `key` replaced by `[api key]`.
+fn redact(e: Error, key: &str) -> Error {
+    let clean = |s: String| s.replace(key, "[api key]");
+    match e {
+        Error::Http { url, message } => Error::Http {
+            url: clean(url),
+            message: clean(message),
+        },
+        Error::Malformed { url, message } => Error::Malformed {
+            url: clean(url),
+            message: clean(message),
+        },
+        Error::NoLogprobs { url, message } => Error::NoLogprobs {
+            url: clean(url),
+            message: clean(message),
+        },
+        other => other,
+    }
 }
 
 fn malformed(url: &str, what: &str, value: &Value) -> Error {
@@ -414,11 +455,32 @@ impl LlmBackend for HttpBackend {
         }
     }
 
+    /// The server's URL (normalised), the endpoint, the top log-probabilities
+    /// asked for, the template, the tokenizer, the fixed sampling settings and
+    /// the user-text rule; never the API key, timeout or retries.
+    fn answer_settings(&self) -> Value {
+        json!({
+            "url": self.url(""),
+            "endpoint": match self.config.endpoint {
+                Endpoint::Completions => "completions",
+                Endpoint::Chat => "chat",
+            },
+            "top_logprobs": self.config.top_logprobs,
+            "template": self.config.template,
+            "tokenizer": self.config.tokenizer.as_ref().map(|t| t.fingerprint().to_string()),
+            "sampling": { "temperature": 0.0, "top_p": 1.0, "repeat_penalty": 1.0 },
+            "user_text": USER_TEXT_POLICY,
+        })
+    }
+
     fn render_chat(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String> {
         Ok(self.config.template.render(messages, add_generation_prompt))
     }
 
     fn score_answer(&self, messages: &[ChatMessage], query: &ScoreQuery) -> Result<AnswerScores> {
+        if !query.logits_processing.is_raw() {
+            return Err(reference_processing_unavailable());
+        }
         if query.raw_logits {
             return Err(Error::Invalid(
                 "an OpenAI-compatible server returns log-probabilities, not raw logits; clipping scores at 0 needs a local (GGUF) backend".into(),
@@ -448,22 +510,13 @@ impl LlmBackend for HttpBackend {
             .candidates
             .iter()
             .map(|c| {
-                let token = match self.first_token_text(c)? {
-                    Some(t) => Some(t),
-                    // No tokenizer: the longest returned token that starts the candidate.
-                    None => top
-                        .iter()
-                        .filter(|(t, _)| !t.is_empty() && c.starts_with(t.as_str()))
-                        .max_by_key(|(t, _)| t.len())
-                        .map(|(t, _)| t.clone()),
-                };
-                let score = token
-                    .as_ref()
-                    .and_then(|t| top.iter().find(|(x, _)| x == t).map(|(_, s)| *s));
+                // Matched by surface form (leading space, `▁`, `Ġ`, case): see `surface`.
+                let first = self.first_token_text(c)?;
+                let found = crate::surface::match_candidate(c, first.as_deref(), &top);
                 Ok(CandidateScore {
                     candidate: c.clone(),
-                    token,
-                    score,
+                    token: found.map(|(t, _, _)| t.to_string()).or(first),
+                    score: found.map(|(_, s, _)| s),
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -487,6 +540,10 @@ impl LlmBackend for HttpBackend {
     }
 
     fn generate(&self, messages: &[ChatMessage], options: &GenerateOptions) -> Result<Generation> {
+        if !options.logits_processing.is_raw() {
+            return Err(reference_processing_unavailable());
+        }
+        let messages = &neutralized(messages)[..];
         let (path, body) = match self.config.endpoint {
             Endpoint::Completions => (
                 "completions",
@@ -529,8 +586,23 @@ impl LlmBackend for HttpBackend {
     }
 
     /// Uses `/v1/completions` with `echo` and `logprobs` (OpenAI convention:
-    /// entry i is log p(token i | tokens before it), the first is null).
+    /// entry i is log p(token i | tokens before it), the first is null); the
+    /// text is neutralised ([`crate::user_text::neutralize_controls`]).
     fn perplexity(&self, text: &str, add_bos: bool) -> Result<Perplexity> {
+        self.echo_perplexity(&neutralize_controls(text), add_bos)
+    }
+
+    /// The chat rendered here with [`HttpConfig::template`], the messages
+    /// neutralised ([`crate::user_text::neutralize_controls`]).
+    fn perplexity_chat(&self, messages: &[ChatMessage], add_bos: bool) -> Result<Perplexity> {
+        let text = self.config.template.render(&neutralized(messages), false);
+        self.echo_perplexity(&text, add_bos)
+    }
+}
+
+impl HttpBackend {
+    /// Perplexity of `text` sent as it is (the server parses its special tokens).
+    fn echo_perplexity(&self, text: &str, add_bos: bool) -> Result<Perplexity> {
         let url = self.url("completions");
         let prompt = if add_bos {
             let bos = self

@@ -4,6 +4,7 @@
 //! verbalisers; the distribution is the softmax over labels.
 
 use crate::backend::{GenerateOptions, LlmBackend, ScoreKind, ScoreQuery};
+use crate::logits::LogitsProcessing;
 use crate::prompts::{PromptInput, PromptMode, PromptSet};
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -21,6 +22,10 @@ pub struct LabelSettings {
     pub top_k: usize,
     /// New tokens of chain-of-thought round 1 (reference: 512).
     pub cot_max_tokens: usize,
+    /// Raw model scores (default) or after the reference's logits processors
+    /// (repetition penalty 1.2, no repeated 3-gram; local backends only).
+    #[serde(default, skip_serializing_if = "LogitsProcessing::is_raw")]
+    pub logits_processing: LogitsProcessing,
 }
 
 impl Default for LabelSettings {
@@ -30,6 +35,7 @@ impl Default for LabelSettings {
             max_steps: 5,
             top_k: 20,
             cot_max_tokens: 512,
+            logits_processing: LogitsProcessing::Raw,
         }
     }
 }
@@ -48,7 +54,8 @@ pub struct LabelDistribution {
     /// Labels none of whose verbalisers were in a server's top-k list: their
     /// score is the lowest listed score (an upper bound).
     pub imputed: Vec<bool>,
-    /// Index of the most probable label (lowest index on ties).
+    /// Index of the label with the highest unclipped score (lowest index on
+    /// ties): the most probable label, or with clipping the reference's raw argmax.
     pub predicted: usize,
     /// The greedy tokens up to the scored step.
     pub greedy: Vec<String>,
@@ -90,6 +97,7 @@ pub fn label_distribution<B: LlmBackend + ?Sized>(
             &GenerateOptions {
                 max_tokens: settings.cot_max_tokens,
                 stop: Vec::new(),
+                logits_processing: settings.logits_processing,
             },
         )?;
         messages = set.cot_round2(index, input, &round1.text)?;
@@ -108,6 +116,7 @@ pub fn label_distribution<B: LlmBackend + ?Sized>(
         top_k: settings.top_k,
         max_steps: settings.max_steps,
         raw_logits: settings.clip_at_zero,
+        logits_processing: settings.logits_processing,
     };
     let answer = backend.score_answer(&messages, &query)?;
     if settings.clip_at_zero && answer.kind != ScoreKind::Logits {
@@ -115,6 +124,7 @@ pub fn label_distribution<B: LlmBackend + ?Sized>(
             "clipping at 0 needs raw logits, and this backend returned log-probabilities".into(),
         ));
     }
+    let mut raw = Vec::with_capacity(set.labels.len());
     let mut scores = Vec::with_capacity(set.labels.len());
     let mut imputed = Vec::with_capacity(set.labels.len());
     for label in &set.labels {
@@ -134,6 +144,7 @@ pub fn label_distribution<B: LlmBackend + ?Sized>(
                 None => (f64::NEG_INFINITY, true),
             }
         };
+        raw.push(score);
         scores.push(if settings.clip_at_zero {
             score.max(0.0)
         } else {
@@ -142,9 +153,12 @@ pub fn label_distribution<B: LlmBackend + ?Sized>(
         imputed.push(guessed);
     }
     let probs = softmax(&scores);
+    // The argmax of the unclipped scores, as the reference predicts: with
+    // clipping, two negative scores tie at 0 but the prediction still follows
+    // the larger one. Without clipping this is the argmax of `probs`.
     let mut predicted = 0;
-    for (i, p) in probs.iter().enumerate() {
-        if *p > probs[predicted] {
+    for (i, s) in raw.iter().enumerate() {
+        if *s > raw[predicted] {
             predicted = i;
         }
     }
@@ -158,6 +172,58 @@ pub fn label_distribution<B: LlmBackend + ?Sized>(
         greedy: answer.greedy,
         reasoning,
     })
+}
+
+/// How many inputs had labels that the backend did not score: none of the
+/// label's verbalisers was among the tokens a server returned, so the label
+/// got the lowest listed score (an upper bound) or no score at all.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unscored {
+    /// Inputs looked at.
+    pub inputs: usize,
+    /// Inputs on which at least one label was unscored.
+    pub some_labels: usize,
+    /// Inputs on which every label was unscored: the distribution says nothing.
+    pub all_labels: usize,
+}
+
+/// Counts the unscored labels of `dists` (one distribution per input).
+pub fn unscored(dists: &[LabelDistribution]) -> Unscored {
+    let mut u = Unscored {
+        inputs: dists.len(),
+        ..Unscored::default()
+    };
+    for d in dists {
+        if d.imputed.iter().any(|&i| i) {
+            u.some_labels += 1;
+        }
+        if !d.imputed.is_empty() && d.imputed.iter().all(|&i| i) {
+            u.all_labels += 1;
+        }
+    }
+    u
+}
+
+impl Unscored {
+    /// Refuses results where most inputs had every label unscored: their
+    /// distributions are uniform (or a floor), so every prompt would tie and
+    /// any number computed from them would be noise.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] naming `what` (e.g. the prompt) and `example`
+    /// (the greedy tokens of an unscored input), with what to check.
+    pub fn check(&self, what: &str, example: &[String]) -> Result<()> {
+        if self.inputs > 0 && 2 * self.all_labels > self.inputs {
+            return Err(Error::Invalid(format!(
+                "{what}: on {} of {} inputs no verbaliser of any label was among the tokens the LLM \
+                 returned at the answer step (it answered {example:?}), so every label distribution \
+                 is uniform; check that the prompt set's verbalisers are words this model answers \
+                 with, or that the server returns enough top log-probabilities",
+                self.all_labels, self.inputs
+            )));
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -184,6 +250,9 @@ mod tests {
                 model: "m".into(),
                 model_hash: "h".into(),
             }
+        }
+        fn answer_settings(&self) -> serde_json::Value {
+            serde_json::Value::Null
         }
         fn render_chat(&self, _: &[ChatMessage], _: bool) -> Result<String> {
             Ok(String::new())
@@ -231,6 +300,9 @@ mod tests {
             })
         }
         fn perplexity(&self, _: &str, _: bool) -> Result<Perplexity> {
+            Ok(Perplexity::from_logprobs(&[-1.0]))
+        }
+        fn perplexity_chat(&self, _: &[ChatMessage], _: bool) -> Result<Perplexity> {
             Ok(Perplexity::from_logprobs(&[-1.0]))
         }
     }
@@ -314,7 +386,8 @@ mod tests {
         let d = label_distribution(&b, &set, 0, &PromptInput::text("x"), &clip).unwrap();
         assert_eq!(d.scores, [0.0, 0.0]);
         assert_eq!(d.probs, [0.5, 0.5]);
-        assert_eq!(d.predicted, 0, "ties go to the lowest index");
+        // The prediction is the raw argmax (Yes −1 > no −3), as in the reference (F11a).
+        assert_eq!(d.predicted, 1);
         // Without clipping the same logits are not uniform.
         let d = label_distribution(
             &b,

@@ -24,7 +24,11 @@ pub mod gguf;
 pub mod http;
 pub mod label;
 pub mod llama;
+pub mod logits;
+pub mod mock;
 pub mod prompts;
+pub mod surface;
+pub mod user_text;
 
 pub use backend::{
     AnswerScores, BackendIdentity, CandidateScore, GenerateOptions, Generation, LlmBackend,
@@ -35,6 +39,7 @@ pub use chat::{ChatMessage, ChatTemplate, Role};
 pub use error::{Error, Result};
 pub use gguf::{GgufBackend, GgufOptions, GgufTokenizer};
 pub use http::{Endpoint, HttpBackend, HttpConfig};
-pub use label::{label_distribution, LabelDistribution, LabelSettings};
+pub use label::{label_distribution, unscored, LabelDistribution, LabelSettings, Unscored};
 pub use llama::DenseLlama;
+pub use logits::LogitsProcessing;
 pub use prompts::{PromptInput, PromptMode, PromptSet, PromptSpec, Verbalizer};

@@ -161,6 +161,7 @@ fn scores_generation_perplexity_and_label_distribution() {
             &fute_llm::GenerateOptions {
                 max_tokens: 8,
                 stop: vec![],
+                ..fute_llm::GenerateOptions::default()
             },
         )
         .unwrap();

@@ -177,6 +177,7 @@ fn backends_agree_on_scores_and_generation() {
     let options = GenerateOptions {
         max_tokens: 16,
         stop: vec![],
+        ..GenerateOptions::default()
     };
     let ga = local().generate(&messages, &options).unwrap();
     let gb = http.generate(&messages, &options).unwrap();

@@ -99,6 +99,10 @@ pub struct DatasetReport {
     pub scores: Vec<(String, Vec<f64>)>,
     /// Stage → wall seconds (LLM calls that hit the cache cost ~0).
     pub seconds: BTreeMap<String, f64>,
+    /// Per prompt: inputs on which some label was not scored (none of its
+    /// verbalisers among the tokens the LLM returned; it got the lowest listed score).
+    #[serde(default)]
+    pub unscored: Vec<fute_llm::Unscored>,
 }
 
 /// One row of the paper's table: a method's selection quality, averaged over datasets.
@@ -198,12 +202,14 @@ pub fn evaluate_dataset(
     let t = Instant::now();
     let mut dists: Vec<Vec<Vec<f64>>> = Vec::with_capacity(n_prompts);
     let mut truth = Vec::with_capacity(n_prompts);
+    let mut unscored = Vec::with_capacity(n_prompts);
     for p in 0..n_prompts {
         let d = prompted(p).distributions(&inputs, &mut |done, total| {
             report(format!(
                 "{name}: prompt {p}/{n_prompts}, input {done}/{total}"
             ))
         })?;
+        unscored.push(fute_llm::unscored(&d));
         let pred: Vec<usize> = d.iter().map(|x| x.predicted).collect();
         truth.push(cfg.metric.score(&pred, &gold, set.labels.len()));
         dists.push(d.into_iter().map(|x| x.probs).collect());
@@ -266,6 +272,7 @@ pub fn evaluate_dataset(
         truth,
         scores,
         seconds,
+        unscored,
     })
 }
 
@@ -441,6 +448,7 @@ pub fn self_select(backend: &dyn LlmBackend, set: &PromptSet) -> anyhow::Result<
             top_k: 50,
             max_steps: 5,
             raw_logits: false,
+            ..ScoreQuery::default()
         },
     )?;
     // A letter outside a server's top list scores below the lowest listed one.

@@ -56,6 +56,7 @@ impl PromptedLlm<'_> {
             "cot_followup": self.set.cot_followup,
             "prompt": self.set.prompt(self.prompt)?,
             "settings": self.settings,
+            "backend_settings": self.backend.answer_settings(),
             "max_chars": self.max_chars,
         });
         Ok(hex::encode(sha2::Sha256::digest(
@@ -105,6 +106,10 @@ impl PromptedLlm<'_> {
     }
 
     /// The label distribution of every input; `progress(done, total)` after each.
+    ///
+    /// # Errors
+    /// Backend failures, and [`fute_llm::Error::Invalid`] when on most inputs
+    /// no label could be scored (see [`fute_llm::Unscored::check`]).
     pub fn distributions(
         &self,
         inputs: &[Vec<String>],
@@ -119,6 +124,13 @@ impl PromptedLlm<'_> {
             out.push(d);
             progress(i + 1, inputs.len());
         }
+        // Uniform distributions from unmatched verbalisers would pass as results.
+        let example = out
+            .iter()
+            .find(|d| d.imputed.iter().all(|&i| i))
+            .map(|d| d.greedy.clone())
+            .unwrap_or_default();
+        fute_llm::unscored(&out).check(&self.name(), &example)?;
         Ok(out)
     }
 
@@ -127,10 +139,10 @@ impl PromptedLlm<'_> {
     pub fn prompt_perplexity(&self, segments: &[String]) -> anyhow::Result<f64> {
         let input = self.input(segments)?;
         let messages = self.set.messages(self.prompt, &input)?;
-        let text = self.backend.render_chat(&messages, false)?;
+        // As messages, not rendered text: the input stays literal text.
         Ok(self
             .backend
-            .perplexity(&text, true)
+            .perplexity_chat(&messages, true)
             .with_context(|| format!("perplexity of {}", self.name()))?
             .ppl)
     }

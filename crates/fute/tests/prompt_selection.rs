@@ -112,6 +112,13 @@ impl LlmBackend for Scripted {
             ppl: 1.0 + text.len() as f64 / 100.0,
         })
     }
+    fn perplexity_chat(
+        &self,
+        messages: &[ChatMessage],
+        add_bos: bool,
+    ) -> fute_llm::Result<Perplexity> {
+        self.perplexity(&joined(messages), add_bos)
+    }
 }
 
 fn example(id: &str, text: &str, label: usize, split: Split) -> Example {
