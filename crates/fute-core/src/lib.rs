@@ -9,6 +9,7 @@
 pub mod assets;
 pub mod corpus;
 pub mod dataset;
+pub mod doctor;
 pub mod embedding;
 pub mod error;
 pub mod fsutil;

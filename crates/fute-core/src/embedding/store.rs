@@ -15,6 +15,25 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+/// Adds `file_sha256` (the vector file's hash, for `fute doctor`) to a
+/// catalogue made before it existed; rows stored before have none.
+fn add_hash_column(conn: &Connection) -> rusqlite::Result<()> {
+    let has = conn
+        .prepare("SELECT 1 FROM pragma_table_info('embeddings') WHERE name = 'file_sha256'")?
+        .exists([])?;
+    if !has {
+        match conn.execute_batch("ALTER TABLE embeddings ADD COLUMN file_sha256 TEXT") {
+            // Another process added it meanwhile.
+            Err(e) if e.to_string().contains("duplicate column") => {}
+            other => other?,
+        }
+    }
+    Ok(())
+}
+
+/// How long a store waits for another process's write before giving up.
+const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS embeddings (
     id            TEXT PRIMARY KEY,
@@ -102,9 +121,13 @@ impl Store {
             .map_err(|e| Error::io("creating", dir.join("vectors"), e))?;
         let path = dir.join("store.sqlite");
         let conn = Connection::open(&path).map_err(|e| sql(&path, e))?;
-        conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA busy_timeout=5000;")
+        // Another fute process may be writing: wait for it instead of failing.
+        // The timeout must come first, because switching to WAL takes a lock.
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(|e| sql(&path, e))?;
+        conn.execute_batch("PRAGMA journal_mode=WAL;")
             .map_err(|e| sql(&path, e))?;
         conn.execute_batch(SCHEMA).map_err(|e| sql(&path, e))?;
+        add_hash_column(&conn).map_err(|e| sql(&path, e))?;
         let store = Store {
             dir: dir.to_path_buf(),
             conn,
@@ -177,6 +200,10 @@ impl Store {
             ("fute.id".to_owned(), id.clone()),
         ]);
         vectors::write(&self.dir.join(&rel), components, dtype, &header)?;
+        // Recorded so `fute doctor` can tell a damaged or replaced file.
+        let bytes = std::fs::read(self.dir.join(&rel))
+            .map_err(|e| Error::io("reading", self.dir.join(&rel), e))?;
+        let file_sha256 = crate::fsutil::sha256_hex(&bytes);
         let created_at = crate::assets::rfc3339_utc(std::time::SystemTime::now());
         let dtype_s = serde_json::to_value(dtype)
             .expect("dtype")
@@ -186,8 +213,8 @@ impl Store {
         self.conn
             .execute(
                 "INSERT OR REPLACE INTO embeddings
-                 (id, subject_kind, subject_name, subject_hash, kind, method, space_key, corpus, dim, dtype, file, meta_json, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                 (id, subject_kind, subject_name, subject_hash, kind, method, space_key, corpus, dim, dtype, file, meta_json, created_at, file_sha256)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
                 params![
                     id,
                     meta.subject.kind.as_str(),
@@ -201,7 +228,8 @@ impl Store {
                     dtype_s,
                     rel.to_string_lossy(),
                     meta_json,
-                    created_at
+                    created_at,
+                    file_sha256
                 ],
             )
             .map_err(|e| sql(&self.db_path(), e))?;
