@@ -74,6 +74,8 @@ enum Command {
     Transfer(commands::transfer::TransferCmd),
     /// Time the hot paths on the real models, side by side with PyTorch and llama.cpp.
     Bench(commands::bench::BenchArgs),
+    /// Check the workspace (catalogue rows against vector files, caches, datasets) and repair.
+    Doctor(commands::doctor::DoctorArgs),
 }
 
 /// Settings every command shares.
@@ -115,6 +117,7 @@ fn main() -> ExitCode {
         Command::Rank(args) => commands::store::rank(&ctx, args),
         Command::Transfer(cmd) => commands::transfer::run(&ctx, cmd),
         Command::Bench(args) => commands::bench::run(&ctx, args),
+        Command::Doctor(args) => commands::doctor::run(&ctx, args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

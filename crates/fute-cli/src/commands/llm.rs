@@ -5,6 +5,7 @@ use crate::Context;
 use clap::{Args, ValueEnum};
 use fute_llm::{
     CachedBackend, GgufBackend, GgufOptions, HttpBackend, HttpConfig, LabelSettings, LlmBackend,
+    LogitsProcessing,
 };
 use std::path::PathBuf;
 use std::time::Duration;
@@ -16,6 +17,15 @@ pub enum BackendArg {
     Gguf,
     /// An OpenAI-compatible server (llama.cpp, vLLM, TGI, a hosted API) with logprobs.
     Http,
+}
+
+/// Which logits label scores are read from.
+#[derive(Clone, Copy, ValueEnum)]
+pub enum ProcessingArg {
+    /// The model's own scores.
+    Raw,
+    /// After the FUTE reference's processors (repetition penalty 1.2, no-repeat 3-gram).
+    Reference,
 }
 
 /// Flags that pick and configure the LLM.
@@ -46,8 +56,14 @@ pub struct LlmArgs {
     #[arg(long, default_value_t = 3)]
     pub retries: u32,
     /// Clip label scores at 0 before the softmax (the reference code's quirk; gguf only).
+    /// The prediction stays the argmax of the unclipped scores, as in the reference.
     #[arg(long)]
     pub clip_at_zero: bool,
+    /// Label scores from the model's raw logits, or after the reference's logits processing
+    /// (repetition penalty 1.2 over the prompt and answer so far, no repeated 3-gram; gguf only).
+    /// See paper.md §2.5 and §12.
+    #[arg(long, value_enum, default_value_t = ProcessingArg::Raw)]
+    pub logits_processing: ProcessingArg,
     /// New tokens of a chain-of-thought prompt's reasoning round (reference: 512).
     #[arg(long, default_value_t = 512)]
     pub cot_max_tokens: usize,
@@ -101,6 +117,10 @@ impl LlmArgs {
         LabelSettings {
             clip_at_zero: self.clip_at_zero,
             cot_max_tokens: self.cot_max_tokens,
+            logits_processing: match self.logits_processing {
+                ProcessingArg::Raw => LogitsProcessing::Raw,
+                ProcessingArg::Reference => LogitsProcessing::Reference,
+            },
             ..LabelSettings::default()
         }
     }

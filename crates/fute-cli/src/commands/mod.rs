@@ -5,6 +5,7 @@ pub mod bench;
 pub mod corpus;
 pub mod data;
 pub mod demo;
+pub mod doctor;
 pub mod embed;
 pub mod llm;
 pub mod predict;

@@ -296,6 +296,30 @@ fn print_dataset(r: &DatasetReport, metric: TaskMetric) {
         t.row(row);
     }
     print!("{}", t.render());
+    let unscored: Vec<String> = r
+        .unscored
+        .iter()
+        .enumerate()
+        .filter(|(_, u)| u.some_labels > 0)
+        .map(|(p, u)| format!("#{p} {}/{}", u.some_labels, u.inputs))
+        .collect();
+    println!(
+        "unscored labels (no verbaliser among the tokens the LLM returned): {}",
+        if unscored.is_empty() {
+            "none".to_string()
+        } else {
+            unscored.join(", ")
+        }
+    );
+    if !unscored.is_empty() {
+        eprintln!(
+            "warning: {}: on some inputs a label's verbalisers were not among the returned tokens, \
+             so it got the lowest listed score (prompt inputs: {}); ask the server for more top \
+             log-probabilities or check the verbalisers",
+            r.dataset,
+            unscored.join(", ")
+        );
+    }
     let secs: Vec<String> = r
         .seconds
         .iter()
