@@ -27,7 +27,11 @@ fn data(ws: &Path, name: &str, variant: usize) -> PathBuf {
     let p = ws.join(format!("{name}.jsonl"));
     let lines: String = (0..12)
         .map(|i| {
-            let label = if (i + variant) % 3 == 0 { "no" } else { "yes" };
+            let label = if (i + variant).is_multiple_of(3) {
+                "no"
+            } else {
+                "yes"
+            };
             format!(
                 "{{\"id\":\"{i}\",\"text\":\"the cat sat on mat {i}\",\"label\":\"{label}\"}}\n"
             )

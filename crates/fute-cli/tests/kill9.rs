@@ -306,7 +306,7 @@ fn every_long_command_survives_kill_9() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(2);
-    let mut seed = 0x5EED_0F_F07E_u64;
+    let mut seed = 0x005E_ED0F_F07E_u64;
     let mut matrix = Vec::new();
     for job in jobs() {
         // The uninterrupted run.
@@ -394,7 +394,7 @@ fn kill_assets_fetch() {
     assert!(fetch(root0.path()).status().unwrap().success());
     let full = t.elapsed();
     let want = tree(root0.path());
-    let mut seed = 0xA55E_7_u64;
+    let mut seed = 0x000A_55E7_u64;
     for k in 0..points {
         let root = tempfile::tempdir().unwrap();
         let delay = full.mul_f64(next(&mut seed)).max(Duration::from_millis(1));

@@ -166,7 +166,8 @@ mod tests {
         let mut l = vec![2.4, -1.0, 0.5, 3.0];
         // Token 0 twice in the context: still penalised once.
         repetition_penalty(&mut l, &[0, 1, 0], 1.2);
-        assert_eq!(l, [2.4 / 1.2, -1.0 * 1.2, 0.5, 3.0]);
+        // a negative logit is multiplied by the penalty: -1.0 * 1.2
+        assert_eq!(l, [2.4 / 1.2, -1.2, 0.5, 3.0]);
     }
 
     #[test]

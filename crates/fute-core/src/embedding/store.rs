@@ -477,8 +477,8 @@ impl Store {
             return self.rank(&only.target, &only.candidates, opts);
         }
         // (kind, subject kind, subject name) → (first id, score sum, seeds)
-        let mut per_subject: BTreeMap<(String, String, String), (Ranked, f64, Vec<u64>)> =
-            BTreeMap::new();
+        type SubjectKey = (String, String, String);
+        let mut per_subject: BTreeMap<SubjectKey, (Ranked, f64, Vec<u64>)> = BTreeMap::new();
         for g in &sel.groups {
             for r in self.rank(&g.target, &g.candidates, opts)? {
                 let rec = g
