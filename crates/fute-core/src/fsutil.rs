@@ -8,7 +8,16 @@ use std::path::{Path, PathBuf};
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = parent_dir(path);
     std::fs::create_dir_all(&dir).map_err(|e| Error::io("creating", &dir, e))?;
-    let mut tmp = tempfile::NamedTempFile::new_in(&dir)
+    // tempfile's default mode is 0600; ask for 0666 so the kernel applies the
+    // umask at open and the renamed file reads like its siblings (case 23).
+    let mut builder = tempfile::Builder::new();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        builder.permissions(std::fs::Permissions::from_mode(0o666));
+    }
+    let mut tmp = builder
+        .tempfile_in(&dir)
         .map_err(|e| Error::io("creating a temporary file in", &dir, e))?;
     tmp.write_all(bytes)
         .map_err(|e| Error::io("writing", tmp.path(), e))?;
