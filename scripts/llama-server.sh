@@ -48,8 +48,14 @@ install() {
       pip wheel --no-deps -w "$WHEELS" "llama-cpp-python==$VERSION" >&2
     echo "built in $((SECONDS - t0)) s: $(wheel)" >&2
   fi
-  [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
-  "$VENV/bin/pip" install -q "$(wheel)[server]" >&2
+  # A venv whose creation was interrupted has python but no pip (seen in CI):
+  # rebuild it rather than trusting that bin/pip exists.
+  if ! "$VENV/bin/python" -m pip --version >/dev/null 2>&1; then
+    rm -rf "$VENV"
+    python3 -m venv "$VENV"
+    "$VENV/bin/python" -m pip --version >/dev/null 2>&1 || "$VENV/bin/python" -m ensurepip --upgrade >&2
+  fi
+  "$VENV/bin/python" -m pip install -q "$(wheel)[server]" >&2
   installed || { echo "llama-cpp-python[server] did not install into $VENV" >&2; exit 1; }
 }
 
