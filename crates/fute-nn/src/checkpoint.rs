@@ -49,12 +49,12 @@ impl BertTaskModel {
         let mut v = if cfg.raw.is_object() {
             cfg.raw.clone()
         } else {
-            serde_json::to_value(cfg).map_err(|e| Error::Invalid(format!("config: {e}")))?
+            serde_json::to_value(cfg).map_err(|e| Error::Bug(format!("config: {e}")))?
         };
         let n = self.spec.num_outputs();
         let labels: Vec<String> = match &opts.labels {
             Some(l) if l.len() != n => {
-                return Err(Error::Invalid(format!(
+                return Err(Error::BadInput(format!(
                     "{} label names given for a head with {n} outputs",
                     l.len()
                 )))
@@ -104,7 +104,7 @@ impl BertTaskModel {
         let dir = dir.as_ref();
         let name = dir
             .file_name()
-            .ok_or_else(|| Error::Invalid(format!("cannot save to {}", dir.display())))?
+            .ok_or_else(|| Error::BadInput(format!("cannot save to {}", dir.display())))?
             .to_string_lossy()
             .into_owned();
         let parent = match dir.parent() {

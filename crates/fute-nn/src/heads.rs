@@ -14,7 +14,8 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarMap;
 
-use crate::models::bert::{BertConfig, BertInput, BertModel, BertOutput};
+use crate::models::bert::{self, BertConfig, BertInput, BertModel, BertOutput};
+use crate::models::HeadKind;
 use crate::nn::{Linear, Mode};
 use crate::params::{Checkpoint, Need, Params};
 use crate::{Error, Result};
@@ -34,12 +35,18 @@ pub enum HeadSpec {
 }
 
 impl HeadSpec {
-    /// The HF class name that holds this head.
-    pub fn architecture(&self) -> &'static str {
+    /// Which kind of HF head class holds this head.
+    pub fn kind(&self) -> HeadKind {
         match self {
-            Self::Classification { .. } | Self::Regression => "BertForSequenceClassification",
-            Self::QuestionAnswering => "BertForQuestionAnswering",
+            Self::Classification { .. } | Self::Regression => HeadKind::Sequence,
+            Self::QuestionAnswering => HeadKind::QuestionAnswering,
         }
+    }
+
+    /// The BERT class name that holds this head (see
+    /// [`crate::models::Architecture::class_name`] for other architectures).
+    pub fn architecture(&self) -> &'static str {
+        bert::ARCHITECTURE.class_name(self.kind())
     }
 
     /// Width of the head's output layer (HF `num_labels`; 2 for QA).
@@ -54,18 +61,28 @@ impl HeadSpec {
     /// The head a saved task model declares in its config (`architectures`,
     /// `problem_type`, `id2label`), if it declares one.
     pub fn from_config(cfg: &BertConfig) -> Option<Self> {
-        let arch = cfg.architectures.as_ref()?.first()?.as_str();
-        match arch {
-            "BertForQuestionAnswering" => Some(Self::QuestionAnswering),
-            "BertForSequenceClassification" => {
-                let n = cfg.declared_num_labels().unwrap_or(2);
-                if cfg.problem_type.as_deref() == Some("regression") || n == 1 {
-                    Some(Self::Regression)
+        let class = cfg.architectures.as_ref()?.first()?.as_str();
+        let (_, kind) = crate::models::class_head(class)?;
+        Some(Self::from_kind(
+            kind,
+            cfg.declared_num_labels(),
+            cfg.problem_type.as_deref(),
+        ))
+    }
+
+    /// The head of kind `kind` with `num_labels` outputs (default 2) and HF
+    /// `problem_type`: one output or `regression` is a regression head.
+    pub fn from_kind(kind: HeadKind, num_labels: Option<usize>, problem_type: Option<&str>) -> Self {
+        match kind {
+            HeadKind::QuestionAnswering => Self::QuestionAnswering,
+            HeadKind::Sequence => {
+                let n = num_labels.unwrap_or(2);
+                if problem_type == Some("regression") || n == 1 {
+                    Self::Regression
                 } else {
-                    Some(Self::Classification { num_labels: n })
+                    Self::Classification { num_labels: n }
                 }
             }
-            _ => None,
         }
     }
 }
@@ -108,7 +125,7 @@ impl TaskOutput {
     pub fn logits(&self) -> Result<&Tensor> {
         match self {
             Self::Logits(t) => Ok(t),
-            _ => Err(Error::Invalid(
+            _ => Err(Error::BadInput(
                 "this model has no classification head".into(),
             )),
         }
@@ -118,7 +135,7 @@ impl TaskOutput {
     pub fn scores(&self) -> Result<&Tensor> {
         match self {
             Self::Scores(t) => Ok(t),
-            _ => Err(Error::Invalid("this model has no regression head".into())),
+            _ => Err(Error::BadInput("this model has no regression head".into())),
         }
     }
 
@@ -126,7 +143,7 @@ impl TaskOutput {
     pub fn span(&self) -> Result<(&Tensor, &Tensor)> {
         match self {
             Self::Span { start, end } => Ok((start, end)),
-            _ => Err(Error::Invalid(
+            _ => Err(Error::BadInput(
                 "this model has no question-answering head".into(),
             )),
         }
@@ -196,13 +213,15 @@ impl BertTaskModel {
     ) -> Result<Self> {
         if let HeadSpec::Classification { num_labels } = spec {
             if num_labels < 2 {
-                return Err(Error::Invalid(format!(
+                return Err(Error::BadInput(format!(
                     "classification needs at least 2 labels, got {num_labels} (use regression for 1)"
                 )));
             }
         }
         let varmap = VarMap::new();
-        let p = Params::new(&varmap, opts.dtype, &opts.device, checkpoint, opts.seed);
+        let arch = &crate::models::bert::ARCHITECTURE;
+        let p = Params::new(&varmap, opts.dtype, &opts.device, checkpoint, opts.seed)
+            .with_base_prefix(arch.base_prefix);
         let with_pooler = !matches!(spec, HeadSpec::QuestionAnswering);
         let bert = BertModel::new(&p.pp("bert"), config, with_pooler)?;
         let std = config.initializer_range;
@@ -222,6 +241,15 @@ impl BertTaskModel {
                 qa_outputs: Linear::new(&p.pp("qa_outputs"), h, 2, std, Need::FreshIfMissing)?,
             },
         };
+        if let Some(ckpt) = checkpoint {
+            let unused = ckpt.unused_under(arch.base_prefix, arch.encoder_roots);
+            if !unused.is_empty() {
+                return Err(Error::UnexpectedTensors {
+                    path: ckpt.path().to_path_buf(),
+                    names: unused,
+                });
+            }
+        }
         Ok(Self {
             bert,
             head,
@@ -236,7 +264,10 @@ impl BertTaskModel {
     /// adds head `spec` (taken from the checkpoint when it has one of that shape).
     pub fn from_folder(dir: impl AsRef<Path>, spec: HeadSpec, opts: &BuildOptions) -> Result<Self> {
         let dir = dir.as_ref();
-        let config = BertConfig::from_file(dir.join("config.json"))?;
+        let cfg_path = dir.join("config.json");
+        // The registry first: an unsupported `model_type` is named as such.
+        crate::models::read_config(&cfg_path)?;
+        let config = BertConfig::from_file(&cfg_path)?;
         let ckpt = Checkpoint::open(dir.join("model.safetensors"))?;
         let mut model = Self::build(&config, spec, Some(&ckpt), opts)?;
         model.source_dir = Some(dir.to_path_buf());
@@ -247,6 +278,7 @@ impl BertTaskModel {
     pub fn from_task_folder(dir: impl AsRef<Path>, opts: &BuildOptions) -> Result<Self> {
         let dir = dir.as_ref();
         let cfg_path = dir.join("config.json");
+        crate::models::read_config(&cfg_path)?;
         let config = BertConfig::from_file(&cfg_path)?;
         let spec = HeadSpec::from_config(&config).ok_or_else(|| Error::Config {
             path: cfg_path,
@@ -276,7 +308,7 @@ impl BertTaskModel {
                 let pooled = enc
                     .pooled_output
                     .as_ref()
-                    .ok_or_else(|| Error::Invalid("sequence head needs the pooler".into()))?;
+                    .ok_or_else(|| Error::Bug("sequence head needs the pooler".into()))?;
                 let logits = classifier.forward(&mode.dropout(pooled, *dropout)?)?;
                 match self.spec {
                     HeadSpec::Regression => TaskOutput::Scores(logits.squeeze(1)?),
@@ -309,9 +341,9 @@ impl BertTaskModel {
     pub fn set_parameter(&self, name: &str, value: &Tensor) -> Result<()> {
         let var = self
             .parameter(name)
-            .ok_or_else(|| Error::Invalid(format!("the model has no parameter `{name}`")))?;
+            .ok_or_else(|| Error::BadInput(format!("the model has no parameter `{name}`")))?;
         if var.dims() != value.dims() {
-            return Err(Error::Invalid(format!(
+            return Err(Error::BadInput(format!(
                 "parameter `{name}` has shape {:?}, the new value {:?}",
                 var.dims(),
                 value.dims()

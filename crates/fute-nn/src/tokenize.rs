@@ -248,7 +248,7 @@ impl TextTokenizer {
         let pair = matches!(input, TextInput::Pair(..));
         let special = self.num_special_tokens(pair);
         if max_len <= special {
-            return Err(Error::Invalid(format!(
+            return Err(Error::BadInput(format!(
                 "max length {max_len} leaves no room for text after {special} special tokens"
             )));
         }
@@ -263,7 +263,7 @@ impl TextTokenizer {
         if truncated {
             let (ka, kb) = match (&b, truncation) {
                 (None, Truncation::OnlySecond) => {
-                    return Err(Error::Invalid(
+                    return Err(Error::BadInput(
                         "only-second truncation needs a text pair".into(),
                     ))
                 }
@@ -271,7 +271,7 @@ impl TextTokenizer {
                 (Some(_), Truncation::LongestFirst) => longest_first(na, nb, budget),
                 (Some(_), Truncation::OnlySecond) => {
                     if na >= budget {
-                        return Err(Error::Invalid(format!(
+                        return Err(Error::BadInput(format!(
                             "the first text has {na} tokens, leaving no room for the second within {max_len}"
                         )));
                     }
@@ -279,7 +279,7 @@ impl TextTokenizer {
                 }
                 (Some(_), Truncation::OnlyFirst) => {
                     if nb >= budget {
-                        return Err(Error::Invalid(format!(
+                        return Err(Error::BadInput(format!(
                             "the second text has {nb} tokens, leaving no room for the first within {max_len}"
                         )));
                     }

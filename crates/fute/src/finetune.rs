@@ -116,14 +116,6 @@ fn invalid(msg: impl Into<String>) -> anyhow::Error {
     fute_core::Error::Invalid(msg.into()).into()
 }
 
-/// Errors of `fute-nn` about the user's files or settings become user errors;
-/// candle errors stay internal.
-fn nn(e: fute_nn::Error) -> anyhow::Error {
-    match e {
-        fute_nn::Error::Candle(_) => anyhow::Error::new(e),
-        other => invalid(other.to_string()),
-    }
-}
 
 /// Checks that `dir` is a model folder with every file of [`MODEL_FILES`].
 pub fn check_model_folder(dir: &Path, role: &str) -> Result<()> {
@@ -200,7 +192,7 @@ fn text_input(input: &Input) -> (TextInput<'_>, Truncation) {
 /// Tokenises one example's input (QA keeps the question and cuts the context).
 pub fn encode_input(tok: &TextTokenizer, input: &Input, max_len: usize) -> Result<Encoding> {
     let (t, trunc) = text_input(input);
-    tok.encode(t, max_len, trunc).map_err(nn)
+    Ok(tok.encode(t, max_len, trunc)?)
 }
 
 /// Tokenises examples and maps their targets for the head: class index, value,
@@ -253,14 +245,14 @@ pub fn finetune(
     }
     let dev_split = sample(dataset.split(Split::Dev), opts.eval_limit, opts.seed);
 
-    let tok = TextTokenizer::from_folder(base).map_err(nn)?;
+    let tok = TextTokenizer::from_folder(base)?;
     let train_set = encode_examples(&tok, &train_split, opts.max_len)?;
     let dev_set = encode_examples(&tok, &dev_split, opts.max_len)?;
     let build = BuildOptions {
         seed: opts.seed,
         ..Default::default()
     };
-    let model = BertTaskModel::from_folder(base, head, &build).map_err(nn)?;
+    let model = BertTaskModel::from_folder(base, head, &build)?;
     let max_pos = model.config().max_position_embeddings;
     if opts.max_len > max_pos {
         return Err(invalid(format!(
@@ -290,7 +282,7 @@ pub fn finetune(
     };
     let dev_ref = (!dev_set.is_empty()).then_some(dev_set.as_slice());
     let report =
-        train::train(&model, &train_set, dev_ref, tok.pad_id(), &cfg, on_event).map_err(nn)?;
+        train::train(&model, &train_set, dev_ref, tok.pad_id(), &cfg, on_event)?;
     let mut saved = None;
     if !report.interrupted {
         let save = SaveOptions {
@@ -298,7 +290,7 @@ pub fn finetune(
             problem_type: None,
             tokenizer_dir: Some(base.to_path_buf()),
         };
-        model.save_pretrained(out, &save).map_err(nn)?;
+        model.save_pretrained(out, &save)?;
         let _ = std::fs::remove_dir_all(&state_dir);
         saved = Some(out.to_path_buf());
     }
@@ -401,7 +393,7 @@ pub fn predict(
     let name = &dataset.card.name;
     check_model_folder(model_dir, "model")?;
     let cfg_path = model_dir.join("config.json");
-    let config = BertConfig::from_file(&cfg_path).map_err(nn)?;
+    let config = BertConfig::from_file(&cfg_path)?;
     let head = HeadSpec::from_config(&config).ok_or_else(|| {
         invalid(format!(
             "{} declares no task head (architectures BertForSequenceClassification or \
@@ -418,9 +410,9 @@ pub fn predict(
             if limit == Some(0) { " (--limit 0)" } else { "" }
         )));
     }
-    let tok = TextTokenizer::from_folder(model_dir).map_err(nn)?;
+    let tok = TextTokenizer::from_folder(model_dir)?;
     let model =
-        BertTaskModel::from_folder(model_dir, head, &BuildOptions::default()).map_err(nn)?;
+        BertTaskModel::from_folder(model_dir, head, &BuildOptions::default())?;
     let max_pos = config.max_position_embeddings;
     let max_len = max_len.unwrap_or(max_pos.min(512));
     if max_len > max_pos {
@@ -432,7 +424,7 @@ pub fn predict(
         .iter()
         .map(|ex| encode_input(&tok, &ex.input, max_len))
         .collect::<Result<Vec<_>>>()?;
-    let raw = train::predict(&model, &encodings, tok.pad_id(), batch_size).map_err(nn)?;
+    let raw = train::predict(&model, &encodings, tok.pad_id(), batch_size)?;
 
     let mut metrics_out = BTreeMap::new();
     let mut records = Vec::with_capacity(examples.len());

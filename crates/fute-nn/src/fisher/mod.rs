@@ -293,7 +293,7 @@ fn layer_flags(sel: &LayerSelection, n: usize) -> Result<Vec<bool>> {
             let mut f = vec![false; n];
             for &i in v {
                 if i >= n {
-                    return Err(Error::Invalid(format!(
+                    return Err(Error::BadInput(format!(
                         "Fisher scope: layer {i} does not exist (the model has {n})"
                     )));
                 }
@@ -352,7 +352,7 @@ impl Job<'_> {
             .collect();
         let seq_len = encs.iter().map(Encoding::len).max().unwrap_or(0);
         if seq_len == 0 {
-            return Err(Error::Invalid("Fisher: an example has no tokens".into()));
+            return Err(Error::BadInput("Fisher: an example has no tokens".into()));
         }
         let batch = EncodedBatch {
             encodings: encs,
@@ -574,7 +574,7 @@ pub fn fisher_embedding(
     opts: &FisherOptions,
 ) -> Result<FisherEmbedding> {
     if examples.is_empty() {
-        return Err(Error::Invalid("Fisher: no examples".into()));
+        return Err(Error::BadInput("Fisher: no examples".into()));
     }
     let cfg = model.config();
     let n_layers = model.bert.layers.len();
@@ -621,7 +621,7 @@ pub fn fisher_embedding(
                         let pool = rayon::ThreadPoolBuilder::new()
                             .num_threads(1)
                             .build()
-                            .map_err(|e| Error::Invalid(format!("thread pool: {e}")))?;
+                            .map_err(|e| Error::Bug(format!("thread pool: {e}")))?;
                         pool.install(|| job.run_units(chunk))
                     })
                 })

@@ -13,9 +13,27 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Tensor};
 use serde::{Deserialize, Serialize};
 
+use crate::models::Architecture;
 use crate::nn::{Activation, Embedding, LayerNorm, Linear, Mode};
 use crate::params::{Need, Params};
 use crate::{Error, Result};
+
+/// BERT in the registry ([`crate::models::ARCHITECTURES`]).
+pub static ARCHITECTURE: Architecture = Architecture {
+    model_type: "bert",
+    base_prefix: "bert",
+    sequence_class: "BertForSequenceClassification",
+    qa_class: "BertForQuestionAnswering",
+    required_fields: &[
+        "vocab_size",
+        "hidden_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "intermediate_size",
+        "max_position_embeddings",
+    ],
+    encoder_roots: &["embeddings", "encoder"],
+};
 
 fn default_vocab_size() -> usize {
     30522
@@ -161,6 +179,9 @@ impl BertConfig {
         };
         let raw: serde_json::Value =
             serde_json::from_str(text).map_err(|e| err(format!("not valid JSON: {e}")))?;
+        if raw.get("model_type").and_then(|t| t.as_str()).unwrap_or("bert") == "bert" {
+            ARCHITECTURE.check_required(&raw, path)?;
+        }
         let mut cfg: BertConfig = serde_json::from_value(raw.clone())
             .map_err(|e| err(format!("not a BERT configuration: {e}")))?;
         cfg.raw = raw;
@@ -434,7 +455,7 @@ impl BertEmbeddings {
         };
         let max_pos = self.position_embeddings.weight.dim(0)?;
         if t > max_pos {
-            return Err(Error::Invalid(format!(
+            return Err(Error::BadInput(format!(
                 "sequence length {t} exceeds max_position_embeddings {max_pos}"
             )));
         }
@@ -707,7 +728,7 @@ impl BertModel {
             ("attention_mask", &input.attention_mask),
         ] {
             if x.dims() != [b, t] {
-                return Err(Error::Invalid(format!(
+                return Err(Error::BadInput(format!(
                     "{name} has shape {:?}, input_ids {:?}",
                     x.dims(),
                     [b, t]
@@ -725,7 +746,7 @@ impl BertModel {
             Some(p) => {
                 let (pb, np, ph) = p.dims3()?;
                 if pb != b || ph != self.config.hidden_size {
-                    return Err(Error::Invalid(format!(
+                    return Err(Error::BadInput(format!(
                         "prompt has shape {:?}, expected [{b}, P, {}]",
                         p.dims(),
                         self.config.hidden_size
@@ -738,7 +759,7 @@ impl BertModel {
         let mut n_prefix = 0;
         if let Some(prefix) = hooks.prefix {
             if prefix.len() != self.layers.len() {
-                return Err(Error::Invalid(format!(
+                return Err(Error::BadInput(format!(
                     "{} prefix pairs for {} layers",
                     prefix.len(),
                     self.layers.len()
@@ -748,7 +769,7 @@ impl BertModel {
             for (k, v) in prefix {
                 for p in [k, v] {
                     if p.dims() != [b, n_prefix, self.config.hidden_size] {
-                        return Err(Error::Invalid(format!(
+                        return Err(Error::BadInput(format!(
                             "prefix has shape {:?}, expected [{b}, {n_prefix}, {}]",
                             p.dims(),
                             self.config.hidden_size

@@ -209,7 +209,7 @@ impl Maker<'_> {
             .lock()
             .expect("VarMap lock poisoned");
         if data.contains_key(name) {
-            return Err(Error::Invalid(format!(
+            return Err(Error::BadInput(format!(
                 "parameter `{name}` already exists (PEFT attached twice?)"
             )));
         }
@@ -239,7 +239,7 @@ impl Peft {
     /// Adds the modules of `config` to `model` (fresh parameters seeded by `seed`).
     pub fn attach(model: &mut BertTaskModel, config: &PeftConfig, seed: u64) -> Result<()> {
         if model.peft.is_some() {
-            return Err(Error::Invalid(
+            return Err(Error::BadInput(
                 "the model already has parameter-efficient modules".into(),
             ));
         }
@@ -261,10 +261,10 @@ impl Peft {
         let modules = match config {
             PeftConfig::Prefix(c) => {
                 if c.len == 0 {
-                    return Err(Error::Invalid("prefix length must be at least 1".into()));
+                    return Err(Error::BadInput("prefix length must be at least 1".into()));
                 }
                 if !(0.0..1.0).contains(&c.dropout) {
-                    return Err(Error::Invalid(format!(
+                    return Err(Error::BadInput(format!(
                         "prefix dropout must be in [0, 1), got {}",
                         c.dropout
                     )));
@@ -280,7 +280,7 @@ impl Peft {
                         None,
                     ),
                     Some(0) => {
-                        return Err(Error::Invalid(
+                        return Err(Error::BadInput(
                             "prefix projection width must be at least 1".into(),
                         ))
                     }
@@ -305,7 +305,7 @@ impl Peft {
             }
             PeftConfig::PromptTuning(c) => {
                 if c.len == 0 {
-                    return Err(Error::Invalid("prompt length must be at least 1".into()));
+                    return Err(Error::BadInput("prompt length must be at least 1".into()));
                 }
                 Modules::Prompt(mk.make(
                     "prefix_encoder.weight",
@@ -315,7 +315,7 @@ impl Peft {
             }
             PeftConfig::Lora(c) => {
                 if c.rank == 0 || c.targets.is_empty() {
-                    return Err(Error::Invalid(
+                    return Err(Error::BadInput(
                         "LoRA needs a rank of at least 1 and at least one target".into(),
                     ));
                 }
@@ -447,7 +447,7 @@ impl Peft {
                     Reduce::Positions => ("prompt.mean_over_positions", table.mean(D::Minus2)?),
                     Reduce::Full => ("prompt.tokens", table.clone()),
                     Reduce::Layers => {
-                        return Err(Error::Invalid(
+                        return Err(Error::BadInput(
                             "prompt tuning has one table for all layers: reduce by positions \
                              or keep it full"
                                 .into(),

@@ -100,7 +100,7 @@ pub enum BatchTargets {
 
 /// Stacks the targets of a batch; an error when kinds are mixed.
 pub fn batch_targets(examples: &[&TrainExample], device: &Device) -> Result<BatchTargets> {
-    let mixed = || crate::Error::Invalid("a batch mixes target kinds".into());
+    let mixed = || crate::Error::BadInput("a batch mixes target kinds".into());
     match examples.first().map(|e| &e.target) {
         Some(TrainTarget::Label(_)) => {
             let v = examples
@@ -119,7 +119,7 @@ pub fn batch_targets(examples: &[&TrainExample], device: &Device) -> Result<Batc
                 match &ex.target {
                     TrainTarget::Soft(p) if p.len() == c => v.extend_from_slice(p),
                     TrainTarget::Soft(_) => {
-                        return Err(crate::Error::Invalid(
+                        return Err(crate::Error::BadInput(
                             "soft targets of one batch have different numbers of classes".into(),
                         ))
                     }
@@ -158,7 +158,7 @@ pub fn batch_targets(examples: &[&TrainExample], device: &Device) -> Result<Batc
                 Tensor::new(e, device)?,
             ))
         }
-        None => Err(crate::Error::Invalid("empty batch".into())),
+        None => Err(crate::Error::BadInput("empty batch".into())),
     }
 }
 

@@ -24,7 +24,7 @@ fn loss_of(out: &TaskOutput, targets: &BatchTargets, soft: SoftLoss) -> Result<T
         (TaskOutput::Logits(l), BatchTargets::Labels(y)) => cross_entropy(l, y),
         (TaskOutput::Logits(l), BatchTargets::Soft(p)) => {
             if l.dim(1)? != p.dim(1)? {
-                return Err(Error::Invalid(format!(
+                return Err(Error::BadInput(format!(
                     "soft targets have {} classes but the head has {}",
                     p.dim(1)?,
                     l.dim(1)?
@@ -36,7 +36,7 @@ fn loss_of(out: &TaskOutput, targets: &BatchTargets, soft: SoftLoss) -> Result<T
         (TaskOutput::Span { start, end }, BatchTargets::Spans(s, e)) => {
             span_cross_entropy(start, end, s, e)
         }
-        _ => Err(Error::Invalid(
+        _ => Err(Error::BadInput(
             "the training targets do not fit the model's head (labels need a classification \
              head, values a regression head, spans a QA head)"
                 .into(),
@@ -58,7 +58,7 @@ pub fn evaluate(
     batch_size: usize,
 ) -> Result<(f64, f64)> {
     if examples.is_empty() {
-        return Err(Error::Invalid("no examples to evaluate".into()));
+        return Err(Error::BadInput("no examples to evaluate".into()));
     }
     let device = super::data::model_device(model);
     let mode = Mode::eval();
@@ -141,7 +141,7 @@ fn deep_copy(model: &BertTaskModel) -> Result<HashMap<String, Tensor>> {
 fn load_weights(model: &BertTaskModel, weights: &HashMap<String, Tensor>) -> Result<()> {
     for (name, _) in model.named_parameters() {
         let t = weights.get(&name).ok_or_else(|| {
-            Error::Invalid(format!("training checkpoint lacks parameter `{name}`"))
+            Error::BadInput(format!("training checkpoint lacks parameter `{name}`"))
         })?;
         model.set_parameter(&name, t)?;
     }
@@ -167,7 +167,7 @@ fn trainable_params(
         return Ok(all);
     };
     if names.is_empty() {
-        return Err(Error::Invalid(
+        return Err(Error::BadInput(
             "the list of trainable parameters is empty".into(),
         ));
     }
@@ -176,7 +176,7 @@ fn trainable_params(
         .iter()
         .find(|n| !all.iter().any(|(m, _)| m.as_str() == **n))
     {
-        return Err(Error::Invalid(format!(
+        return Err(Error::BadInput(format!(
             "trainable parameter `{missing}` is not a parameter of the model"
         )));
     }
@@ -202,10 +202,10 @@ pub fn train(
     on_event: &mut dyn FnMut(&Event) -> Control,
 ) -> Result<TrainReport> {
     if train.is_empty() {
-        return Err(Error::Invalid("no training examples".into()));
+        return Err(Error::BadInput("no training examples".into()));
     }
     if cfg.batch_size == 0 || cfg.grad_accum == 0 || cfg.epochs == 0 {
-        return Err(Error::Invalid(
+        return Err(Error::BadInput(
             "epochs, batch size and gradient accumulation must be at least 1".into(),
         ));
     }
@@ -230,7 +230,7 @@ pub fn train(
     if let Some(dir) = &cfg.checkpoint_dir {
         if let Some(snap) = state::read(dir)? {
             if snap.state.fingerprint != fp || snap.state.version != STATE_VERSION {
-                return Err(Error::Invalid(format!(
+                return Err(Error::BadInput(format!(
                     "the training checkpoint in {} was made with other settings, data or model; \
                      delete it to start over, or rerun with the same options to resume",
                     dir.display()
@@ -240,7 +240,7 @@ pub fn train(
             for (name, step) in &snap.state.param_steps {
                 let get = |k: String| {
                     snap.moments.get(&k).cloned().ok_or_else(|| {
-                        Error::Invalid(format!("training checkpoint lacks moment `{k}`"))
+                        Error::BadInput(format!("training checkpoint lacks moment `{k}`"))
                     })
                 };
                 let m = get(format!("m/{name}"))?;
@@ -315,7 +315,7 @@ pub fn train(
             let loss = loss_of(&out, &targets, cfg.soft_loss)?;
             let loss_val = scalar(&loss)?;
             if !loss_val.is_finite() {
-                return Err(Error::Invalid(format!(
+                return Err(Error::BadInput(format!(
                     "training diverged: loss is {loss_val} at epoch {} batch {b}; try a lower learning rate",
                     epoch + 1
                 )));
