@@ -157,7 +157,12 @@ fn bad_base_and_empty_split_exit_1() {
 /// A copy of the tiny BERT folder whose config.json is `edit`ed.
 fn tiny_bert_with(dir: &Path, edit: impl FnOnce(&mut serde_json::Value)) -> PathBuf {
     std::fs::create_dir_all(dir).unwrap();
-    for f in ["config.json", "model.safetensors", "tokenizer.json", "vocab.txt"] {
+    for f in [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "vocab.txt",
+    ] {
         std::fs::copy(tiny_bert().join(f), dir.join(f)).unwrap();
     }
     let mut cfg: serde_json::Value =
@@ -200,7 +205,11 @@ fn bad_model_folders_exit_1_naming_file_and_tensor() {
         (
             "extra",
             |c| c["num_hidden_layers"] = 1.into(),
-            &["model.safetensors", "encoder.layer.1.", "config.json disagree"],
+            &[
+                "model.safetensors",
+                "encoder.layer.1.",
+                "config.json disagree",
+            ],
         ),
     ];
     for (tag, edit, needles) in cases {

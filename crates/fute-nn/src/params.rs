@@ -118,10 +118,8 @@ impl Checkpoint {
     /// transformers also accepts (`_fix_state_dict_key_on_load`,
     /// <https://github.com/huggingface/transformers/blob/v4.57.1/src/transformers/modeling_utils.py#L4915>).
     pub fn resolve_under(&self, name: &str, base_prefix: Option<&str>) -> Option<String> {
-        let stripped = base_prefix.and_then(|b| {
-            name.strip_prefix(b)
-                .and_then(|rest| rest.strip_prefix('.'))
-        });
+        let stripped =
+            base_prefix.and_then(|b| name.strip_prefix(b).and_then(|rest| rest.strip_prefix('.')));
         let legacy = |n: &str| -> Option<String> {
             if let Some(head) = n.strip_suffix("LayerNorm.weight") {
                 Some(format!("{head}LayerNorm.gamma"))
@@ -156,9 +154,7 @@ impl Checkpoint {
                     .strip_prefix(base_prefix)
                     .and_then(|r| r.strip_prefix('.'))
                     .unwrap_or(n);
-                roots
-                    .iter()
-                    .any(|r| rest.split('.').next() == Some(*r))
+                roots.iter().any(|r| rest.split('.').next() == Some(*r))
             })
             .collect();
         out.sort();
@@ -187,6 +183,21 @@ pub enum Need {
     FreshIfMissing,
 }
 
+/// Where [`Params::get`] takes existing tensors from.
+#[derive(Clone, Copy)]
+enum Source<'a> {
+    /// Nowhere: every parameter is fresh.
+    Fresh,
+    /// A checkpoint file (fresh where [`Need::FreshIfMissing`] allows).
+    Checkpoint(&'a Checkpoint),
+    /// The `Var`s of a built model: those whose name passes `live` as they are,
+    /// the others detached (constants to autograd). Nothing is registered.
+    Vars {
+        map: &'a VarMap,
+        live: &'a dyn Fn(&str) -> bool,
+    },
+}
+
 /// Creates parameters under a name prefix; see the module documentation.
 #[derive(Clone)]
 pub struct Params<'a> {
@@ -194,7 +205,7 @@ pub struct Params<'a> {
     prefix: String,
     dtype: DType,
     device: Device,
-    source: Option<&'a Checkpoint>,
+    source: Source<'a>,
     base_prefix: Option<&'static str>,
     seed: u64,
 }
@@ -204,7 +215,14 @@ impl std::fmt::Debug for Params<'_> {
         f.debug_struct("Params")
             .field("prefix", &self.prefix)
             .field("dtype", &self.dtype)
-            .field("source", &self.source)
+            .field(
+                "source",
+                &match self.source {
+                    Source::Fresh => "fresh".to_string(),
+                    Source::Checkpoint(c) => c.path().display().to_string(),
+                    Source::Vars { .. } => "vars".to_string(),
+                },
+            )
             .finish()
     }
 }
@@ -225,9 +243,30 @@ impl<'a> Params<'a> {
             prefix: String::new(),
             dtype,
             device: device.clone(),
-            source,
+            source: source.map_or(Source::Fresh, Source::Checkpoint),
             base_prefix: None,
             seed,
+        }
+    }
+
+    /// Parameters taken from the `Var`s already in `varmap` (a built model):
+    /// those whose full name passes `live` unchanged, the others detached, so
+    /// the same model code runs on them with gradients only where wanted.
+    /// Nothing new is registered; a name missing from `varmap` is a bug.
+    pub fn from_vars(
+        varmap: &'a VarMap,
+        live: &'a dyn Fn(&str) -> bool,
+        dtype: DType,
+        device: &Device,
+    ) -> Self {
+        Self {
+            varmap,
+            prefix: String::new(),
+            dtype,
+            device: device.clone(),
+            source: Source::Vars { map: varmap, live },
+            base_prefix: None,
+            seed: 0,
         }
     }
 
@@ -272,7 +311,18 @@ impl<'a> Params<'a> {
     pub fn get(&self, shape: &[usize], name: &str, init: Init, need: Need) -> Result<Tensor> {
         let full = self.full_name(name);
         let value = match self.source {
-            Some(ckpt) => match ckpt.resolve_under(&full, self.base_prefix) {
+            Source::Vars { map, live } => {
+                let data = map.data().lock().expect("VarMap lock poisoned");
+                let var = data.get(&full).ok_or_else(|| {
+                    Error::Bug(format!("rebuilding a model: no parameter `{full}`"))
+                })?;
+                return Ok(if live(&full) {
+                    var.as_tensor().clone()
+                } else {
+                    var.as_tensor().detach()
+                });
+            }
+            Source::Checkpoint(ckpt) => match ckpt.resolve_under(&full, self.base_prefix) {
                 Some(file_name) => Some(ckpt.load(&file_name, shape, self.dtype, &self.device)?),
                 None if need == Need::Required => {
                     return Err(Error::MissingTensor {
@@ -283,7 +333,7 @@ impl<'a> Params<'a> {
                 }
                 None => None,
             },
-            None => None,
+            Source::Fresh => None,
         };
         let value = match value {
             Some(v) => v,

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use candle_core::{Device, Tensor};
 use tokenizers::{PostProcessor, Tokenizer, TruncationDirection};
 
-use crate::models::bert::BertInput;
+use crate::task::ModelInput;
 use crate::{Error, Result};
 
 /// One input: a single text or a pair (e.g. premise/hypothesis, question/context).
@@ -157,12 +157,12 @@ impl EncodedBatch {
     }
 
     /// The batch as model input tensors on `device`.
-    pub fn to_input(&self, device: &Device) -> Result<BertInput> {
+    pub fn to_input(&self, device: &Device) -> Result<ModelInput> {
         let shape = (self.len(), self.seq_len);
         let (ids, types, mask) = self.padded();
-        Ok(BertInput {
+        Ok(ModelInput {
             input_ids: Tensor::from_vec(ids, shape, device)?,
-            token_type_ids: Tensor::from_vec(types, shape, device)?,
+            token_type_ids: Some(Tensor::from_vec(types, shape, device)?),
             attention_mask: Tensor::from_vec(mask, shape, device)?,
         })
     }

@@ -2,6 +2,7 @@
 
 mod common;
 
+use fute_nn::TaskModel;
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -114,7 +115,10 @@ fn save_then_load_is_bit_identical_for_every_head() {
         let cfg: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap())
                 .unwrap();
-        assert_eq!(cfg["architectures"][0], spec.architecture());
+        assert_eq!(
+            cfg["architectures"][0],
+            fute_nn::models::bert::ARCHITECTURE.class_name(spec.kind())
+        );
         assert_eq!(cfg["num_labels"], spec.num_outputs());
         assert_eq!(
             cfg["id2label"].as_object().unwrap().len(),

@@ -28,8 +28,7 @@ use fute_nn::train::{
     TrainTarget,
 };
 use fute_nn::{
-    BertConfig, BertTaskModel, BuildOptions, Encoding, HeadSpec, TextInput, TextTokenizer,
-    Truncation,
+    models, BuildOptions, Encoding, HeadSpec, TaskModel, TextInput, TextTokenizer, Truncation,
 };
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -115,7 +114,6 @@ pub struct FinetuneReport {
 fn invalid(msg: impl Into<String>) -> anyhow::Error {
     fute_core::Error::Invalid(msg.into()).into()
 }
-
 
 /// Checks that `dir` is a model folder with every file of [`MODEL_FILES`].
 pub fn check_model_folder(dir: &Path, role: &str) -> Result<()> {
@@ -252,8 +250,8 @@ pub fn finetune(
         seed: opts.seed,
         ..Default::default()
     };
-    let model = BertTaskModel::from_folder(base, head, &build)?;
-    let max_pos = model.config().max_position_embeddings;
+    let model = models::load(base, head, &build)?;
+    let max_pos = model.describe().max_positions;
     if opts.max_len > max_pos {
         return Err(invalid(format!(
             "--max-len {} exceeds the model's {max_pos} positions",
@@ -281,8 +279,7 @@ pub fn finetune(
         ..Default::default()
     };
     let dev_ref = (!dev_set.is_empty()).then_some(dev_set.as_slice());
-    let report =
-        train::train(&model, &train_set, dev_ref, tok.pad_id(), &cfg, on_event)?;
+    let report = train::train(&model, &train_set, dev_ref, tok.pad_id(), &cfg, on_event)?;
     let mut saved = None;
     if !report.interrupted {
         let save = SaveOptions {
@@ -392,15 +389,8 @@ pub fn predict(
     let started = Instant::now();
     let name = &dataset.card.name;
     check_model_folder(model_dir, "model")?;
-    let cfg_path = model_dir.join("config.json");
-    let config = BertConfig::from_file(&cfg_path)?;
-    let head = HeadSpec::from_config(&config).ok_or_else(|| {
-        invalid(format!(
-            "{} declares no task head (architectures BertForSequenceClassification or \
-             BertForQuestionAnswering); train one with `fute train`",
-            cfg_path.display()
-        ))
-    })?;
+    let head = models::task_head(model_dir)
+        .with_context(|| "train a task model with `fute train`".to_string())?;
     let schema = &dataset.card.schema;
     check_head_fits(head, schema, model_dir, name)?;
     let examples = sample(dataset.split(split), limit, 0);
@@ -411,9 +401,8 @@ pub fn predict(
         )));
     }
     let tok = TextTokenizer::from_folder(model_dir)?;
-    let model =
-        BertTaskModel::from_folder(model_dir, head, &BuildOptions::default())?;
-    let max_pos = config.max_position_embeddings;
+    let model = models::load(model_dir, head, &BuildOptions::default())?;
+    let max_pos = model.describe().max_positions;
     let max_len = max_len.unwrap_or(max_pos.min(512));
     if max_len > max_pos {
         return Err(invalid(format!(

@@ -10,6 +10,7 @@ pub mod bert;
 
 use std::path::Path;
 
+use crate::task::{BuildOptions, HeadSpec, TaskModel};
 use crate::{Error, Result};
 
 /// The kind of task head an HF class holds, independent of the architecture.
@@ -41,6 +42,10 @@ pub struct Architecture {
     /// tensors every checkpoint of it holds; a tensor under them that the model
     /// does not use means the checkpoint and its config disagree.
     pub encoder_roots: &'static [&'static str],
+    /// Loads a local HF folder (`config.json`, `model.safetensors`) with head
+    /// `spec` (taken from the checkpoint where it holds one of that shape,
+    /// fresh otherwise).
+    pub load: fn(&Path, HeadSpec, &BuildOptions) -> Result<Box<dyn TaskModel>>,
 }
 
 impl Architecture {
@@ -95,7 +100,10 @@ pub fn architecture(model_type: &str, path: &Path) -> Result<&'static Architectu
 /// A config without `model_type` is taken as `bert`: BERT configs written
 /// before `model_type` existed (and Google's original checkpoints) lack it, and
 /// transformers' own fallback (matching the folder name) would pick BERT for them.
-pub fn architecture_of_config(raw: &serde_json::Value, path: &Path) -> Result<&'static Architecture> {
+pub fn architecture_of_config(
+    raw: &serde_json::Value,
+    path: &Path,
+) -> Result<&'static Architecture> {
     match raw.get("model_type") {
         None | Some(serde_json::Value::Null) => architecture("bert", path),
         Some(serde_json::Value::String(t)) => architecture(t, path),
@@ -132,4 +140,31 @@ pub fn class_head(class: &str) -> Option<(&'static Architecture, HeadKind)> {
             .find(|&k| a.class_name(k) == class)
             .map(|k| (a, k))
     })
+}
+
+/// Loads the HF folder `dir` with head `spec`, in the architecture its
+/// `config.json` declares.
+pub fn load(dir: &Path, spec: HeadSpec, opts: &BuildOptions) -> Result<Box<dyn TaskModel>> {
+    let (_, arch) = read_config(&dir.join("config.json"))?;
+    (arch.load)(dir, spec, opts)
+}
+
+/// The head a saved task model's folder declares in its `config.json`.
+pub fn task_head(dir: &Path) -> Result<HeadSpec> {
+    let path = dir.join("config.json");
+    let (raw, arch) = read_config(&path)?;
+    HeadSpec::from_hf_config(&raw).ok_or_else(|| Error::Config {
+        path,
+        message: format!(
+            "declares no task head: `architectures` should name {} or {} \
+             (a fine-tuned model, e.g. from `fute train`)",
+            arch.sequence_class, arch.qa_class
+        ),
+    })
+}
+
+/// Loads a folder saved as a task model, with the head its config declares.
+pub fn load_task_folder(dir: &Path, opts: &BuildOptions) -> Result<Box<dyn TaskModel>> {
+    let spec = task_head(dir)?;
+    load(dir, spec, opts)
 }

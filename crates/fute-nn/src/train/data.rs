@@ -2,8 +2,8 @@
 
 use candle_core::{Device, Tensor};
 
-use crate::models::bert::BertInput;
 use crate::rng::SeededRng;
+use crate::task::ModelInput;
 use crate::tokenize::{EncodedBatch, Encoding};
 use crate::Result;
 
@@ -80,7 +80,7 @@ pub fn pad_batch(encodings: Vec<Encoding>, pad_id: u32) -> EncodedBatch {
 }
 
 /// Model input for a batch of examples, padded to the longest one.
-pub fn batch_input(examples: &[&TrainExample], pad_id: u32, device: &Device) -> Result<BertInput> {
+pub fn batch_input(examples: &[&TrainExample], pad_id: u32, device: &Device) -> Result<ModelInput> {
     let encs = examples.iter().map(|e| e.encoding.clone()).collect();
     pad_batch(encs, pad_id).to_input(device)
 }
@@ -163,11 +163,8 @@ pub fn batch_targets(examples: &[&TrainExample], device: &Device) -> Result<Batc
 }
 
 /// The device a model's parameters live on.
-pub fn model_device(model: &crate::heads::BertTaskModel) -> Device {
-    model
-        .named_parameters()
-        .first()
-        .map_or(Device::Cpu, |(_, v)| v.device().clone())
+pub fn model_device(model: &dyn crate::task::TaskModel) -> Device {
+    model.device()
 }
 
 #[cfg(test)]

@@ -10,9 +10,9 @@ use super::optim::{clip_grad_norm, global_norm, AdamW, Moments};
 use super::schedule::LinearSchedule;
 use super::state::{self, RunState};
 use super::{Control, EpochRecord, Event, TrainConfig, TrainReport};
-use crate::heads::{BertTaskModel, TaskOutput};
 use crate::loss::{cross_entropy, mse, span_cross_entropy, SoftLoss};
 use crate::nn::Mode;
+use crate::task::{TaskModel, TaskOutput};
 use crate::{Error, Result};
 
 const DROPOUT_TAG: u64 = 0x0044_524f_504f_5554;
@@ -52,7 +52,7 @@ fn scalar(t: &Tensor) -> Result<f64> {
 /// classification, −MSE for regression, −span loss for QA) of `model` in eval mode.
 /// Soft targets are scored by agreement of argmaxes, their loss is BCE-with-logits.
 pub fn evaluate(
-    model: &BertTaskModel,
+    model: &dyn TaskModel,
     examples: &[TrainExample],
     pad_id: u32,
     batch_size: usize,
@@ -102,7 +102,7 @@ fn fnv(h: &mut u64, bytes: &[u8]) {
 
 /// Identifies settings + data + model shape, so a checkpoint is only resumed by the same run.
 fn fingerprint(
-    model: &BertTaskModel,
+    model: &dyn TaskModel,
     train: &[TrainExample],
     dev: Option<&[TrainExample]>,
     cfg: &TrainConfig,
@@ -114,7 +114,7 @@ fn fingerprint(
             .expect("config serialises")
             .as_bytes(),
     );
-    fnv(&mut h, format!("{:?}", model.spec).as_bytes());
+    fnv(&mut h, format!("{:?}", model.head()).as_bytes());
     for (name, var) in model.named_parameters() {
         fnv(&mut h, format!("{name}{:?}", var.dims()).as_bytes());
     }
@@ -130,7 +130,7 @@ fn fingerprint(
     format!("{h:016x}")
 }
 
-fn deep_copy(model: &BertTaskModel) -> Result<HashMap<String, Tensor>> {
+fn deep_copy(model: &dyn TaskModel) -> Result<HashMap<String, Tensor>> {
     model
         .named_parameters()
         .into_iter()
@@ -138,7 +138,7 @@ fn deep_copy(model: &BertTaskModel) -> Result<HashMap<String, Tensor>> {
         .collect()
 }
 
-fn load_weights(model: &BertTaskModel, weights: &HashMap<String, Tensor>) -> Result<()> {
+fn load_weights(model: &dyn TaskModel, weights: &HashMap<String, Tensor>) -> Result<()> {
     for (name, _) in model.named_parameters() {
         let t = weights.get(&name).ok_or_else(|| {
             Error::BadInput(format!("training checkpoint lacks parameter `{name}`"))
@@ -159,7 +159,7 @@ fn moments_map(opt: &AdamW) -> HashMap<String, Tensor> {
 
 /// The parameters the run updates: all, or the named subset (every name must exist).
 fn trainable_params(
-    model: &BertTaskModel,
+    model: &dyn TaskModel,
     names: Option<&[String]>,
 ) -> Result<Vec<(String, candle_core::Var)>> {
     let all = model.named_parameters();
@@ -194,7 +194,7 @@ fn trainable_params(
 /// ones are written at every epoch end and every
 /// [`TrainConfig::checkpoint_every`] steps.
 pub fn train(
-    model: &BertTaskModel,
+    model: &dyn TaskModel,
     train: &[TrainExample],
     dev: Option<&[TrainExample]>,
     pad_id: u32,
