@@ -7,6 +7,8 @@
 //! [`architecture_of_config`] or [`class_head`].
 
 pub mod bert;
+pub mod distilbert;
+pub mod roberta;
 
 use std::path::Path;
 
@@ -74,7 +76,11 @@ impl Architecture {
 }
 
 /// Every architecture fute implements (one line per architecture).
-pub static ARCHITECTURES: &[&Architecture] = &[&bert::ARCHITECTURE];
+pub static ARCHITECTURES: &[&Architecture] = &[
+    &bert::ARCHITECTURE,
+    &roberta::ARCHITECTURE,
+    &distilbert::ARCHITECTURE,
+];
 
 /// The `model_type`s of [`ARCHITECTURES`].
 pub fn supported_model_types() -> Vec<&'static str> {
