@@ -197,7 +197,7 @@ fn bad_model_folders_exit_1_naming_file_and_tensor() {
             |c| c["intermediate_size"] = 40.into(),
             &[
                 "model.safetensors",
-                "bert.encoder.layer.0.intermediate.dense.weight",
+                "encoder.layer.0.intermediate.dense.weight",
                 "[37, 32]",
                 "[40, 32]",
             ],

@@ -283,7 +283,10 @@ fn save_reload_is_bit_identical(arch: &str) {
     let keep = std::env::var_os("FUTE_NN_KEEP_SAVED").map(|d| PathBuf::from(d).join(arch));
     for (tag, spec, batch) in HEADS {
         let m = load(arch, tag, spec, DType::F32);
-        let out_dir = keep.clone().unwrap_or_else(|| tmp.path().to_path_buf()).join(tag);
+        let out_dir = keep
+            .clone()
+            .unwrap_or_else(|| tmp.path().to_path_buf())
+            .join(tag);
         let labels = match spec {
             HeadSpec::Classification { .. } => Some(vec!["neg".into(), "mid".into(), "pos".into()]),
             _ => None,

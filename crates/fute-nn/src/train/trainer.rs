@@ -297,8 +297,12 @@ pub fn train(
     let view = cfg
         .trainable
         .as_deref()
-        .map(|names| super::frozen::frozen_view(model, names));
-    let net = view.as_ref().unwrap_or(model);
+        .map(|names| super::frozen::frozen_view(model, names))
+        .transpose()?;
+    let net: &dyn TaskModel = match &view {
+        Some(v) => v.as_ref(),
+        None => model,
+    };
     while st.epoch < cfg.epochs && !st.stopped_early {
         let epoch = st.epoch;
         let order = epoch_order(n, cfg.seed, epoch);

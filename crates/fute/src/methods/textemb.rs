@@ -19,7 +19,7 @@ pub fn embed(
         &BuildOptions::default(),
     )?;
     // Inference only: every parameter detached, so no autograd graph is built.
-    let model = fute_nn::train::frozen_view(&model, &[]);
+    let model = fute_nn::train::frozen_view(model.as_ref(), &[])?;
     let hidden = surrogate.config.hidden_size;
     let mut sum = vec![0f64; hidden];
     for chunk in probe.inputs.chunks(batch.max(1)) {
