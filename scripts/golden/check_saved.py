@@ -7,7 +7,10 @@ How to run (venv as in bert_golden.py, outside the repository):
     /tmp/golden-venv/bin/python scripts/golden/check_saved.py /tmp/fute-saved
 
 The test saves the tiny fixture BERT with each head (cls, reg, qa) under the folder, together with
-`fute_outputs.json` (the input batch and fute's outputs). This script loads every folder with
+`fute_outputs.json` (the input batch and fute's outputs). The conformance suite does the same for
+every architecture, one subfolder each (`FUTE_NN_KEEP_SAVED=DIR cargo test -p fute-nn --test
+conformance save_reload`, then `check_saved.py DIR/roberta` etc.): those folders are loaded with
+`AutoModelForSequenceClassification` / `AutoModelForQuestionAnswering`. This script loads every folder with
 `BertForSequenceClassification` / `BertForQuestionAnswering` (`from_pretrained`, no arguments),
 checks that no weight was reported missing or unexpected, that config fields came through, and that
 transformers' outputs equal fute's (float32, tolerance 1e-5 relative to the largest output).
@@ -18,13 +21,25 @@ import pathlib
 import sys
 
 import torch
-from transformers import AutoConfig, BertForQuestionAnswering, BertForSequenceClassification
+from transformers import (AutoConfig, AutoModelForQuestionAnswering,
+                          AutoModelForSequenceClassification, BertForQuestionAnswering,
+                          BertForSequenceClassification)
+
+
+def values(v):
+    """fute's outputs: a nested list, or {"shape", "values"} (conformance suite)."""
+    if isinstance(v, dict):
+        return torch.tensor(v["values"]).reshape(v["shape"])
+    return torch.tensor(v)
 
 
 def main(root):
     root = pathlib.Path(root)
-    for tag, cls in [("cls", BertForSequenceClassification), ("reg", BertForSequenceClassification),
-                     ("qa", BertForQuestionAnswering)]:
+    conformance = "conformance" if (root / "cls" / "fute_outputs.json").read_text().find(
+        '"shape"') >= 0 else None
+    seq = AutoModelForSequenceClassification if conformance else BertForSequenceClassification
+    qa = AutoModelForQuestionAnswering if conformance else BertForQuestionAnswering
+    for tag, cls in [("cls", seq), ("reg", seq), ("qa", qa)]:
         folder = root / tag
         cfg = AutoConfig.from_pretrained(folder)
         model, info = cls.from_pretrained(folder, output_loading_info=True, attn_implementation="eager")
@@ -39,6 +54,7 @@ def main(root):
         if tag == "cls":
             pairs = [(out.logits, fute["logits"])]
             assert cfg.problem_type == "single_label_classification" and cfg.num_labels == 3, cfg
+            print(f"{tag}: {type(model).__name__}")
             assert cfg.id2label[2] == "pos", cfg.id2label
         elif tag == "reg":
             pairs = [(out.logits.squeeze(-1), fute["scores"])]
@@ -46,7 +62,7 @@ def main(root):
         else:
             pairs = [(out.start_logits, fute["start_logits"]), (out.end_logits, fute["end_logits"])]
         for got, want in pairs:
-            want = torch.tensor(want)
+            want = values(want)
             err = ((got - want).abs().max() / want.abs().max()).item()
             assert err < 1e-5, f"{tag}: relative error {err}"
             print(f"{tag}: {cls.__name__} loaded, outputs match fute (relative error {err:.1e})")

@@ -131,14 +131,18 @@ fn main() -> ExitCode {
     }
 }
 
-/// User errors are fute-core's errors (bad data, request, tool, checksum) and
-/// errors we raised about the user's input; anything else is internal.
+/// User errors are fute-core's errors (bad data, request, tool, checksum),
+/// fute-llm's and fute-nn's errors that say so (`is_user_error`: a bad model
+/// folder, an unsupported `model_type`, ...) and errors we raised about the
+/// user's input; anything else is internal.
 fn exit_code(err: &anyhow::Error) -> u8 {
     let user = err.chain().any(|c| {
         c.downcast_ref::<fute_core::Error>()
             .is_some_and(fute_core::Error::is_user_error)
             || c.downcast_ref::<fute_llm::Error>()
                 .is_some_and(fute_llm::Error::is_user_error)
+            || c.downcast_ref::<fute_nn::Error>()
+                .is_some_and(fute_nn::Error::is_user_error)
             || c.downcast_ref::<commands::UserError>().is_some()
     });
     if user {

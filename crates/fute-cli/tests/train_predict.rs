@@ -153,3 +153,89 @@ fn bad_base_and_empty_split_exit_1() {
         text(&o.stderr)
     );
 }
+
+/// A copy of the tiny BERT folder whose config.json is `edit`ed.
+fn tiny_bert_with(dir: &Path, edit: impl FnOnce(&mut serde_json::Value)) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    for f in [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "vocab.txt",
+    ] {
+        std::fs::copy(tiny_bert().join(f), dir.join(f)).unwrap();
+    }
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    edit(&mut cfg);
+    std::fs::write(dir.join("config.json"), cfg.to_string()).unwrap();
+    dir.to_path_buf()
+}
+
+/// Issue 12's bad model folders: each is the user's to fix (exit 1), and the
+/// message names the file and the field or tensor at fault.
+#[test]
+fn bad_model_folders_exit_1_naming_file_and_tensor() {
+    let ws = tempfile::tempdir().unwrap();
+    toy(ws.path(), "toy", &["negative", "positive"]);
+    type Edit = fn(&mut serde_json::Value);
+    let cases: [(&str, Edit, &[&str]); 4] = [
+        (
+            "unsupported",
+            |c| c["model_type"] = "mamba".into(),
+            &["config.json", "model_type `mamba` is not supported", "bert"],
+        ),
+        (
+            "nofield",
+            |c| {
+                c.as_object_mut().unwrap().remove("hidden_size");
+            },
+            &["config.json", "field `hidden_size` is missing"],
+        ),
+        (
+            "misshaped",
+            |c| c["intermediate_size"] = 40.into(),
+            &[
+                "model.safetensors",
+                "encoder.layer.0.intermediate.dense.weight",
+                "[37, 32]",
+                "[40, 32]",
+            ],
+        ),
+        (
+            "extra",
+            |c| c["num_hidden_layers"] = 1.into(),
+            &[
+                "model.safetensors",
+                "encoder.layer.1.",
+                "config.json disagree",
+            ],
+        ),
+    ];
+    for (tag, edit, needles) in cases {
+        let base = tiny_bert_with(&ws.path().join(tag), edit);
+        let out = ws.path().join(format!("{tag}-model"));
+        let o = fute(
+            ws.path(),
+            &[
+                "train",
+                "--base",
+                base.to_str().unwrap(),
+                "--dataset",
+                "toy",
+                "--out",
+                out.to_str().unwrap(),
+                "--epochs",
+                "1",
+                "--max-len",
+                "16",
+            ],
+        );
+        let err = text(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{tag}: {err}");
+        for n in needles {
+            assert!(err.contains(n), "{tag}: `{n}` not in: {err}");
+        }
+        assert!(!out.exists(), "{tag}: nothing may be saved");
+    }
+}

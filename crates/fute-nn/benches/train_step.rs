@@ -50,6 +50,7 @@
 //! PyTorch: 12.1 / 13.6 ex/s (quiet machine), so the contended figures above are
 //! 0.28-0.38x and 0.30-0.31x of a *quiet* PyTorch; compare on a quiet machine.
 
+use fute_nn::TaskModel;
 use std::time::Instant;
 
 use std::collections::HashMap;
@@ -130,6 +131,7 @@ fn main() -> fute_nn::Result<()> {
         dtype: DType::F32,
         device: Device::Cpu,
         seed: 0,
+        ..Default::default()
     };
     let spec = HeadSpec::Classification { num_labels: 2 };
     let (model, tok) = match &dir {
@@ -184,7 +186,11 @@ fn main() -> fute_nn::Result<()> {
                         .collect();
                     Ok(fute_nn::BertInput {
                         input_ids: Tensor::from_vec(ids, (batch, 128), &Device::Cpu)?,
-                        token_type_ids: Tensor::zeros((batch, 128), DType::U32, &Device::Cpu)?,
+                        token_type_ids: Some(Tensor::zeros(
+                            (batch, 128),
+                            DType::U32,
+                            &Device::Cpu,
+                        )?),
                         attention_mask: Tensor::ones((batch, 128), DType::U32, &Device::Cpu)?,
                     })
                 }

@@ -2,6 +2,12 @@
 //!
 //! Errors name the file (and the tensor, with both shapes) at fault, so a user
 //! can tell a bad checkpoint from a bug without reading code.
+//!
+//! [`Error::is_user_error`] separates what the user can fix (a bad or unsupported
+//! model folder, bad arguments: [`Error::BadInput`], [`Error::Unsupported`], the
+//! file variants) from bugs ([`Error::Bug`], and candle errors, which only arise
+//! from shapes or dtypes our own code got wrong), so a CLI can choose its exit
+//! code without reading messages.
 
 use std::path::PathBuf;
 
@@ -34,6 +40,34 @@ pub enum Error {
         /// What is wrong.
         message: String,
     },
+    /// A `config.json` lacks a field that fixes the model's shape.
+    #[error(
+        "{}: field `{field}` is missing; a `{model_type}` configuration must state it \
+         (transformers' save_pretrained writes every field)",
+        path.display()
+    )]
+    MissingField {
+        /// The configuration file.
+        path: PathBuf,
+        /// The missing field.
+        field: &'static str,
+        /// The architecture whose configuration it is.
+        model_type: String,
+    },
+    /// A configuration whose `model_type` no registered architecture implements.
+    #[error(
+        "{}: model_type `{model_type}` is not supported; supported model types: {}",
+        path.display(),
+        supported.join(", ")
+    )]
+    Unsupported {
+        /// The configuration file.
+        path: PathBuf,
+        /// The `model_type` it declares.
+        model_type: String,
+        /// The `model_type`s fute can load.
+        supported: Vec<&'static str>,
+    },
     /// A parameter the model needs is not in the checkpoint.
     #[error("{}: tensor `{name}` is missing (expected shape {expected:?})", path.display())]
     MissingTensor {
@@ -56,13 +90,32 @@ pub enum Error {
         /// The shape in the file.
         found: Vec<usize>,
     },
+    /// The checkpoint holds encoder tensors the configuration has no place for
+    /// (e.g. more layers than `num_hidden_layers`).
+    #[error(
+        "{}: tensor `{}` does not belong to the model its config.json describes{}; \
+         the checkpoint and config.json disagree",
+        path.display(),
+        names[0],
+        if names.len() > 1 { format!(" (nor do {} more)", names.len() - 1) } else { String::new() }
+    )]
+    UnexpectedTensors {
+        /// The checkpoint file.
+        path: PathBuf,
+        /// The unused tensors, sorted (at least one).
+        names: Vec<String>,
+    },
     /// The tokenizer failed to load or to encode.
     #[error("tokenizer: {0}")]
     Tokenizer(String),
-    /// Arguments that cannot be satisfied (bad label, span out of range, ...).
+    /// Arguments or data the caller can fix (bad label, span out of range, unknown
+    /// LoRA target, empty example list, ...).
     #[error("{0}")]
-    Invalid(String),
-    /// An error from candle (tensor shapes, dtypes, ...); usually a bug.
+    BadInput(String),
+    /// An internal invariant does not hold: a bug in fute, not the user's doing.
+    #[error("internal error (a bug in fute): {0}")]
+    Bug(String),
+    /// An error from candle (tensor shapes, dtypes, ...); a bug in our code.
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
 }
@@ -71,6 +124,12 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
+    /// Whether the user can fix the cause (input files, settings, the machine):
+    /// everything except [`Error::Bug`] and candle errors.
+    pub fn is_user_error(&self) -> bool {
+        !matches!(self, Error::Bug(_) | Error::Candle(_))
+    }
+
     pub(crate) fn io(
         action: &'static str,
         path: impl Into<PathBuf>,

@@ -11,64 +11,16 @@
 
 use std::path::{Path, PathBuf};
 
-use candle_core::{DType, Device, Tensor};
 use candle_nn::VarMap;
 
-use crate::models::bert::{BertConfig, BertInput, BertModel, BertOutput};
+use crate::checkpoint::SaveOptions;
+use crate::hooks::Hooks;
+use crate::models::bert::{self, BertConfig, BertModel};
 use crate::nn::{Linear, Mode};
 use crate::params::{Checkpoint, Need, Params};
+pub use crate::task::{BuildOptions, HeadSpec, TaskOutput};
+use crate::task::{EmbeddingTable, Forward, ModelDescription, ModelInput, TableIndex, TaskModel};
 use crate::{Error, Result};
-
-/// Which head a task model has.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HeadSpec {
-    /// Sequence classification into `num_labels` classes (single text or pair).
-    Classification {
-        /// Number of classes (≥ 2; use [`HeadSpec::Regression`] for one output).
-        num_labels: usize,
-    },
-    /// One real-valued output (`num_labels = 1`, `problem_type = "regression"`).
-    Regression,
-    /// Extractive question answering: start/end logits over tokens.
-    QuestionAnswering,
-}
-
-impl HeadSpec {
-    /// The HF class name that holds this head.
-    pub fn architecture(&self) -> &'static str {
-        match self {
-            Self::Classification { .. } | Self::Regression => "BertForSequenceClassification",
-            Self::QuestionAnswering => "BertForQuestionAnswering",
-        }
-    }
-
-    /// Width of the head's output layer (HF `num_labels`; 2 for QA).
-    pub fn num_outputs(&self) -> usize {
-        match self {
-            Self::Classification { num_labels } => *num_labels,
-            Self::Regression => 1,
-            Self::QuestionAnswering => 2,
-        }
-    }
-
-    /// The head a saved task model declares in its config (`architectures`,
-    /// `problem_type`, `id2label`), if it declares one.
-    pub fn from_config(cfg: &BertConfig) -> Option<Self> {
-        let arch = cfg.architectures.as_ref()?.first()?.as_str();
-        match arch {
-            "BertForQuestionAnswering" => Some(Self::QuestionAnswering),
-            "BertForSequenceClassification" => {
-                let n = cfg.declared_num_labels().unwrap_or(2);
-                if cfg.problem_type.as_deref() == Some("regression") || n == 1 {
-                    Some(Self::Regression)
-                } else {
-                    Some(Self::Classification { num_labels: n })
-                }
-            }
-            _ => None,
-        }
-    }
-}
 
 /// A head's output layer.
 #[derive(Debug, Clone)]
@@ -87,52 +39,6 @@ pub enum Head {
     },
 }
 
-/// What a task model returns.
-#[derive(Debug, Clone)]
-pub enum TaskOutput {
-    /// Class logits `[B, num_labels]`.
-    Logits(Tensor),
-    /// Regression predictions `[B]`.
-    Scores(Tensor),
-    /// Start and end logits, each `[B, T]` (padding positions are not masked, as in HF).
-    Span {
-        /// Start-position logits.
-        start: Tensor,
-        /// End-position logits.
-        end: Tensor,
-    },
-}
-
-impl TaskOutput {
-    /// The class logits; an error for other heads.
-    pub fn logits(&self) -> Result<&Tensor> {
-        match self {
-            Self::Logits(t) => Ok(t),
-            _ => Err(Error::Invalid(
-                "this model has no classification head".into(),
-            )),
-        }
-    }
-
-    /// The regression predictions; an error for other heads.
-    pub fn scores(&self) -> Result<&Tensor> {
-        match self {
-            Self::Scores(t) => Ok(t),
-            _ => Err(Error::Invalid("this model has no regression head".into())),
-        }
-    }
-
-    /// The start and end logits; an error for other heads.
-    pub fn span(&self) -> Result<(&Tensor, &Tensor)> {
-        match self {
-            Self::Span { start, end } => Ok((start, end)),
-            _ => Err(Error::Invalid(
-                "this model has no question-answering head".into(),
-            )),
-        }
-    }
-}
-
 /// A BERT encoder with one task head, all parameters trainable `Var`s in [`Self::varmap`].
 #[derive(Clone)]
 pub struct BertTaskModel {
@@ -147,30 +53,7 @@ pub struct BertTaskModel {
     /// The folder the weights were loaded from, if any (tokenizer files are copied
     /// from here when saving).
     pub source_dir: Option<PathBuf>,
-    /// Parameter-efficient modules (prefix, prompt, LoRA), when attached with
-    /// [`crate::peft::Peft::attach`]; their parameters are in [`Self::varmap`] too.
-    pub peft: Option<crate::peft::Peft>,
-}
-
-/// Options for building a task model.
-#[derive(Debug, Clone)]
-pub struct BuildOptions {
-    /// Parameter dtype (F32 for training, F64 for gradient checks).
-    pub dtype: DType,
-    /// Where parameters live.
-    pub device: Device,
-    /// Seed of fresh parameters (heads, a missing pooler, or all in a random model).
-    pub seed: u64,
-}
-
-impl Default for BuildOptions {
-    fn default() -> Self {
-        Self {
-            dtype: DType::F32,
-            device: Device::Cpu,
-            seed: 0,
-        }
-    }
+    description: ModelDescription,
 }
 
 impl std::fmt::Debug for BertTaskModel {
@@ -194,38 +77,35 @@ impl BertTaskModel {
         checkpoint: Option<&Checkpoint>,
         opts: &BuildOptions,
     ) -> Result<Self> {
-        Self::build_with_head(config, spec, checkpoint, opts, false)
-    }
-
-    /// As [`Self::build`]; with `fresh_head` the head is freshly initialised
-    /// (seeded by `opts.seed` and its name) even when the checkpoint holds one of
-    /// the same shape.
-    fn build_with_head(
-        config: &BertConfig,
-        spec: HeadSpec,
-        checkpoint: Option<&Checkpoint>,
-        opts: &BuildOptions,
-        fresh_head: bool,
-    ) -> Result<Self> {
-        if let HeadSpec::Classification { num_labels } = spec {
-            if num_labels < 2 {
-                return Err(Error::Invalid(format!(
-                    "classification needs at least 2 labels, got {num_labels} (use regression for 1)"
-                )));
+        spec.check()?;
+        let arch = &bert::ARCHITECTURE;
+        let varmap = VarMap::new();
+        let p = Params::new(&varmap, opts.dtype, &opts.device, checkpoint, opts.seed)
+            .with_base_prefix(arch.base_prefix)
+            .with_fresh_heads(opts.fresh_head);
+        let model = Self::assemble(&p, config, spec, varmap.clone())?;
+        if let Some(ckpt) = checkpoint {
+            let unused = ckpt.unused_under(arch.base_prefix, arch.encoder_roots);
+            if !unused.is_empty() {
+                return Err(Error::UnexpectedTensors {
+                    path: ckpt.path().to_path_buf(),
+                    names: unused,
+                });
             }
         }
-        let varmap = VarMap::new();
-        let p = Params::new(&varmap, opts.dtype, &opts.device, checkpoint, opts.seed);
+        Ok(model)
+    }
+
+    /// The modules of the model, their parameters made by `p`.
+    fn assemble(p: &Params, config: &BertConfig, spec: HeadSpec, varmap: VarMap) -> Result<Self> {
         let with_pooler = !matches!(spec, HeadSpec::QuestionAnswering);
         let bert = BertModel::new(&p.pp("bert"), config, with_pooler)?;
         let std = config.initializer_range;
         let h = config.hidden_size;
-        let head_source = if fresh_head { None } else { checkpoint };
-        let p = Params::new(&varmap, opts.dtype, &opts.device, head_source, opts.seed);
         let head = match spec {
             HeadSpec::Classification { .. } | HeadSpec::Regression => Head::Sequence {
                 classifier: Linear::new(
-                    &p.pp("classifier"),
+                    &p.head().pp("classifier"),
                     h,
                     spec.num_outputs(),
                     std,
@@ -234,16 +114,23 @@ impl BertTaskModel {
                 dropout: config.classifier_dropout_prob(),
             },
             HeadSpec::QuestionAnswering => Head::Span {
-                qa_outputs: Linear::new(&p.pp("qa_outputs"), h, 2, std, Need::FreshIfMissing)?,
+                qa_outputs: Linear::new(
+                    &p.head().pp("qa_outputs"),
+                    h,
+                    2,
+                    std,
+                    Need::FreshIfMissing,
+                )?,
             },
         };
+        let description = describe(config, spec);
         Ok(Self {
             bert,
             head,
             spec,
             varmap,
             source_dir: None,
-            peft: None,
+            description,
         })
     }
 
@@ -251,30 +138,12 @@ impl BertTaskModel {
     /// adds head `spec` (taken from the checkpoint when it has one of that shape).
     pub fn from_folder(dir: impl AsRef<Path>, spec: HeadSpec, opts: &BuildOptions) -> Result<Self> {
         let dir = dir.as_ref();
-        let config = BertConfig::from_file(dir.join("config.json"))?;
+        let cfg_path = dir.join("config.json");
+        // The registry first: an unsupported `model_type` is named as such.
+        crate::models::read_config(&cfg_path)?;
+        let config = BertConfig::from_file(&cfg_path)?;
         let ckpt = Checkpoint::open(dir.join("model.safetensors"))?;
         let mut model = Self::build(&config, spec, Some(&ckpt), opts)?;
-        model.source_dir = Some(dir.to_path_buf());
-        Ok(model)
-    }
-
-    /// Loads the encoder (and pooler, when present) of any BERT folder — a base
-    /// model or a task model fine-tuned on another task — and adds a freshly
-    /// initialised head `spec`, whatever head the folder holds. This is
-    /// intermediate-task transfer: Hugging Face's `ignore_mismatched_sizes=True`
-    /// re-initialises only heads of another shape, but a head trained on another
-    /// task's labels means nothing for this one even when the shapes agree, so the
-    /// head is always fresh (the same fresh head as from the base model, for the
-    /// same seed).
-    pub fn from_folder_fresh_head(
-        dir: impl AsRef<Path>,
-        spec: HeadSpec,
-        opts: &BuildOptions,
-    ) -> Result<Self> {
-        let dir = dir.as_ref();
-        let config = BertConfig::from_file(dir.join("config.json"))?;
-        let ckpt = Checkpoint::open(dir.join("model.safetensors"))?;
-        let mut model = Self::build_with_head(&config, spec, Some(&ckpt), opts, true)?;
         model.source_dir = Some(dir.to_path_buf());
         Ok(model)
     }
@@ -283,8 +152,8 @@ impl BertTaskModel {
     pub fn from_task_folder(dir: impl AsRef<Path>, opts: &BuildOptions) -> Result<Self> {
         let dir = dir.as_ref();
         let cfg_path = dir.join("config.json");
-        let config = BertConfig::from_file(&cfg_path)?;
-        let spec = HeadSpec::from_config(&config).ok_or_else(|| Error::Config {
+        let (raw, _) = crate::models::read_config(&cfg_path)?;
+        let spec = HeadSpec::from_hf_config(&raw).ok_or_else(|| Error::Config {
             path: cfg_path,
             message: "declares no BertForSequenceClassification / BertForQuestionAnswering head \
                       (`architectures`)"
@@ -297,79 +166,118 @@ impl BertTaskModel {
     pub fn config(&self) -> &BertConfig {
         &self.bert.config
     }
+}
 
-    /// Encoder output and head output.
-    pub fn forward_full(&self, input: &BertInput, mode: &Mode) -> Result<(BertOutput, TaskOutput)> {
-        let enc = match &self.peft {
-            None => self.bert.forward(input, mode)?,
-            Some(peft) => peft.forward_encoder(&self.bert, input, mode)?,
-        };
-        let out = match &self.head {
+/// The layout of a BERT task model (see [`ModelDescription`]).
+fn describe(cfg: &BertConfig, spec: HeadSpec) -> ModelDescription {
+    let with_pooler = !matches!(spec, HeadSpec::QuestionAnswering);
+    let layer_prefixes: Vec<String> = (0..cfg.num_hidden_layers)
+        .map(|i| format!("bert.encoder.layer.{i}."))
+        .collect();
+    let table = |t: &str, index| EmbeddingTable {
+        name: format!("bert.embeddings.{t}.weight"),
+        index,
+    };
+    ModelDescription {
+        model_type: bert::ARCHITECTURE.model_type,
+        num_layers: cfg.num_hidden_layers,
+        hidden_size: cfg.hidden_size,
+        num_attention_heads: cfg.num_attention_heads,
+        max_positions: cfg.max_position_embeddings,
+        pad_token_id: cfg.pad_token_id,
+        backbone_prefix: "bert.".into(),
+        embeddings_prefix: "bert.embeddings.".into(),
+        layer_taps: layer_prefixes
+            .iter()
+            .map(|p| [format!("{p}multihead_output"), format!("{p}layer_output")])
+            .collect(),
+        layer_prefixes,
+        pooler_prefix: with_pooler.then(|| "bert.pooler.".into()),
+        layer_linears: bert::LAYER_LINEARS.to_vec(),
+        default_lora_targets: bert::DEFAULT_LORA_TARGETS,
+        embedding_tables: vec![
+            table("word_embeddings", TableIndex::TokenIds),
+            table("position_embeddings", TableIndex::Positions),
+            table("token_type_embeddings", TableIndex::TokenTypes),
+        ],
+        embeddings_tap: format!("bert.{}", bert::EMBEDDINGS_TAP),
+        sequence_tap: with_pooler.then(|| SEQUENCE_TAP.into()),
+    }
+}
+
+/// Vu et al.'s name for the pooled output a sequence head reads.
+const SEQUENCE_TAP: &str = "cls_output";
+
+impl TaskModel for BertTaskModel {
+    fn describe(&self) -> &ModelDescription {
+        &self.description
+    }
+
+    fn head(&self) -> HeadSpec {
+        self.spec
+    }
+
+    fn varmap(&self) -> &VarMap {
+        &self.varmap
+    }
+
+    fn forward_with(&self, input: &ModelInput, mode: &Mode, hooks: &Hooks) -> Result<Forward> {
+        let enc = self.bert.forward_with_hooks(input, mode, hooks)?;
+        let output = match &self.head {
             Head::Sequence {
                 classifier,
                 dropout,
             } => {
                 let pooled = enc
                     .pooled_output
-                    .as_ref()
-                    .ok_or_else(|| Error::Invalid("sequence head needs the pooler".into()))?;
-                let logits = classifier.forward(&mode.dropout(pooled, *dropout)?)?;
-                match self.spec {
-                    HeadSpec::Regression => TaskOutput::Scores(logits.squeeze(1)?),
-                    _ => TaskOutput::Logits(logits),
-                }
+                    .ok_or_else(|| Error::Bug("sequence head needs the pooler".into()))?;
+                let pooled = hooks.tap(SEQUENCE_TAP, pooled)?;
+                let logits = classifier.forward(&mode.dropout(&pooled, *dropout)?)?;
+                TaskOutput::sequence(self.spec, logits)?
             }
             Head::Span { qa_outputs } => {
-                let both = qa_outputs.forward(&enc.sequence_output)?; // [B, T, 2]
-                TaskOutput::Span {
-                    start: both.narrow(2, 0, 1)?.squeeze(2)?,
-                    end: both.narrow(2, 1, 1)?.squeeze(2)?,
-                }
+                TaskOutput::span_from(&qa_outputs.forward(&enc.sequence_output)?)?
             }
         };
-        Ok((enc, out))
+        Ok(Forward {
+            output,
+            last_hidden_state: enc.sequence_output,
+        })
     }
 
-    /// Head output for a padded batch.
-    pub fn forward(&self, input: &BertInput, mode: &Mode) -> Result<TaskOutput> {
-        Ok(self.forward_full(input, mode)?.1)
+    fn with_live(&self, live: &dyn Fn(&str) -> bool) -> Result<Box<dyn TaskModel>> {
+        let p = Params::from_vars(&self.varmap, live, self.bert.dtype(), &self.device());
+        let mut m = Self::assemble(&p, self.config(), self.spec, self.varmap.clone())?;
+        m.source_dir = self.source_dir.clone();
+        Ok(Box::new(m))
     }
 
-    /// The trainable variable called `name` (HF task-model name), if any.
-    pub fn parameter(&self, name: &str) -> Option<candle_core::Var> {
-        let data = self.varmap.data().lock().expect("VarMap lock poisoned");
-        data.get(name).cloned()
+    fn embedding_rows(&self, input: &ModelInput) -> Result<Vec<(Vec<u32>, Option<u32>)>> {
+        let (b, t) = input.input_ids.dims2()?;
+        let ids = input.input_ids.flatten_all()?.to_vec1::<u32>()?;
+        let types = match &input.token_type_ids {
+            Some(tt) => tt.flatten_all()?.to_vec1::<u32>()?,
+            None => vec![0; b * t],
+        };
+        let positions = (0..b).flat_map(|_| 0..t as u32).collect();
+        Ok(vec![
+            (ids, self.config().pad_token_id),
+            (positions, None),
+            (types, None),
+        ])
     }
 
-    /// Overwrites parameter `name` with `value` (converted to the model's dtype).
-    pub fn set_parameter(&self, name: &str, value: &Tensor) -> Result<()> {
-        let var = self
-            .parameter(name)
-            .ok_or_else(|| Error::Invalid(format!("the model has no parameter `{name}`")))?;
-        if var.dims() != value.dims() {
-            return Err(Error::Invalid(format!(
-                "parameter `{name}` has shape {:?}, the new value {:?}",
-                var.dims(),
-                value.dims()
-            )));
-        }
-        var.set(&value.to_dtype(var.dtype())?)?;
-        Ok(())
+    fn hf_config(&self, opts: &SaveOptions) -> Result<serde_json::Value> {
+        let cfg = self.config();
+        let base = if cfg.raw.is_object() {
+            cfg.raw.clone()
+        } else {
+            serde_json::to_value(cfg).map_err(|e| Error::Bug(format!("config: {e}")))?
+        };
+        crate::checkpoint::task_config(base, &bert::ARCHITECTURE, self.spec, opts)
     }
 
-    /// Number of scalar parameters.
-    pub fn num_parameters(&self) -> usize {
-        self.named_parameters()
-            .iter()
-            .map(|(_, v)| v.elem_count())
-            .sum()
-    }
-
-    /// All parameters, sorted by name.
-    pub fn named_parameters(&self) -> Vec<(String, candle_core::Var)> {
-        let data = self.varmap.data().lock().expect("VarMap lock poisoned");
-        let mut v: Vec<_> = data.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-        v.sort_by(|a, b| a.0.cmp(&b.0));
-        v
+    fn source_dir(&self) -> Option<&Path> {
+        self.source_dir.as_deref()
     }
 }

@@ -19,7 +19,7 @@ pub fn log_softmax(logits: &Tensor) -> Result<Tensor> {
 fn check_labels(labels: &Tensor, batch: usize, classes: usize, what: &str) -> Result<Tensor> {
     let labels = labels.to_dtype(DType::U32)?;
     if labels.dims() != [batch] {
-        return Err(Error::Invalid(format!(
+        return Err(Error::BadInput(format!(
             "{what}: expected {batch} labels, got shape {:?}",
             labels.dims()
         )));
@@ -29,7 +29,7 @@ fn check_labels(labels: &Tensor, batch: usize, classes: usize, what: &str) -> Re
         .into_iter()
         .find(|&l| l as usize >= classes)
     {
-        return Err(Error::Invalid(format!(
+        return Err(Error::BadInput(format!(
             "{what}: label {bad} out of range for {classes} classes"
         )));
     }
@@ -47,7 +47,7 @@ pub fn cross_entropy(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
 
 fn check_targets(logits: &Tensor, targets: &Tensor, what: &str) -> Result<Tensor> {
     if logits.dims() != targets.dims() {
-        return Err(Error::Invalid(format!(
+        return Err(Error::BadInput(format!(
             "{what}: logits {:?} and targets {:?} differ in shape",
             logits.dims(),
             targets.dims()

@@ -5,11 +5,11 @@
 //! candle-nn's fused `LayerNorm`/`ops::layer_norm`/`softmax_last_dim` are never
 //! used: they silently drop gradients (see `research/rust-stack.md` §1.3).
 
-use candle_core::Tensor;
+use candle_core::{DType, Tensor};
 
 use crate::params::{Init, Need, Params};
 use crate::rng::SeededRng;
-use crate::Result;
+use crate::{Error, Result};
 
 /// Training or evaluation, plus the generator that draws dropout masks.
 ///
@@ -200,4 +200,34 @@ impl Activation {
             Self::Relu => x.relu()?,
         })
     }
+}
+
+/// The additive attention mask `[B, 1, 1, extra + T]` of a `[B, T]` 0/1 mask:
+/// 0 where attended, the dtype's lowest finite value on padding keys (what HF
+/// uses), with `extra` attended keys (soft prompt, prefix) in front.
+pub fn additive_mask(
+    mask: &Tensor,
+    (b, t): (usize, usize),
+    extra: usize,
+    dtype: DType,
+) -> Result<Tensor> {
+    if mask.dims() != [b, t] {
+        return Err(Error::BadInput(format!(
+            "attention_mask has shape {:?}, input_ids {:?}",
+            mask.dims(),
+            [b, t]
+        )));
+    }
+    let min = match dtype {
+        DType::F64 => f64::MIN,
+        _ => f32::MIN as f64,
+    };
+    let mut keep = mask.to_dtype(dtype)?;
+    if extra > 0 {
+        keep = Tensor::cat(
+            &[&Tensor::ones((b, extra), dtype, keep.device())?, &keep],
+            1,
+        )?;
+    }
+    Ok(((keep.affine(-1.0, 1.0)?) * min)?.reshape((b, 1, 1, t + extra))?)
 }

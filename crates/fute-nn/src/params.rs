@@ -16,9 +16,13 @@ use crate::rng::SeededRng;
 use crate::{Error, Result};
 
 /// A `model.safetensors` file opened for reading tensors by name.
+///
+/// It remembers which tensors a model took ([`Checkpoint::unused_under`]), so a
+/// checkpoint holding tensors its config has no place for is refused.
 pub struct Checkpoint {
     path: PathBuf,
     tensors: MmapedSafetensors,
+    used: std::sync::Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl std::fmt::Debug for Checkpoint {
@@ -46,7 +50,11 @@ impl Checkpoint {
             path: path.clone(),
             message: format!("not a readable safetensors file: {e}"),
         })?;
-        Ok(Self { path, tensors })
+        Ok(Self {
+            path,
+            tensors,
+            used: Default::default(),
+        })
     }
 
     /// The file this checkpoint was read from.
@@ -94,19 +102,63 @@ impl Checkpoint {
                 found,
             });
         }
+        self.used
+            .lock()
+            .expect("checkpoint lock poisoned")
+            .insert(name.to_string());
         Ok(self.tensors.load(name, device)?.to_dtype(dtype)?)
     }
 
     /// The name under which the file stores the model parameter `name`
-    /// (full task-model name such as `bert.embeddings.word_embeddings.weight`):
-    /// the name itself, or the name without its leading `bert.` for checkpoints of
-    /// a bare encoder (e.g. sentence-transformers' all-MiniLM-L6-v2).
+    /// (full task-model name such as `bert.embeddings.word_embeddings.weight`),
+    /// trying in turn: the name itself; the name without its leading
+    /// `<base_prefix>.` (checkpoints of a bare encoder, e.g. sentence-transformers'
+    /// all-MiniLM-L6-v2); and both again with the legacy LayerNorm names
+    /// `gamma`/`beta` for `weight`/`bias` (TF-converted BERTs), which
+    /// transformers also accepts (`_fix_state_dict_key_on_load`,
+    /// <https://github.com/huggingface/transformers/blob/v4.57.1/src/transformers/modeling_utils.py#L4915>).
+    pub fn resolve_under(&self, name: &str, base_prefix: Option<&str>) -> Option<String> {
+        let stripped =
+            base_prefix.and_then(|b| name.strip_prefix(b).and_then(|rest| rest.strip_prefix('.')));
+        let legacy = |n: &str| -> Option<String> {
+            if let Some(head) = n.strip_suffix("LayerNorm.weight") {
+                Some(format!("{head}LayerNorm.gamma"))
+            } else {
+                n.strip_suffix("LayerNorm.bias")
+                    .map(|head| format!("{head}LayerNorm.beta"))
+            }
+        };
+        let mut candidates = vec![name.to_string()];
+        candidates.extend(stripped.map(str::to_string));
+        candidates.extend(legacy(name));
+        candidates.extend(stripped.and_then(legacy));
+        candidates.into_iter().find(|c| self.contains(c))
+    }
+
+    /// [`Checkpoint::resolve_under`] with BERT's base prefix `bert`.
     pub fn resolve(&self, name: &str) -> Option<String> {
-        if self.contains(name) {
-            return Some(name.to_string());
-        }
-        let stripped = name.strip_prefix("bert.")?;
-        self.contains(stripped).then(|| stripped.to_string())
+        self.resolve_under(name, Some("bert"))
+    }
+
+    /// Tensors of the file under one of `roots` (first name components, after an
+    /// optional `<base_prefix>.`) that no model parameter was loaded from, sorted.
+    /// Buffers transformers itself ignores (`*.position_ids`) are not counted.
+    pub fn unused_under(&self, base_prefix: &str, roots: &[&str]) -> Vec<String> {
+        let used = self.used.lock().expect("checkpoint lock poisoned");
+        let mut out: Vec<String> = self
+            .names()
+            .into_iter()
+            .filter(|n| !used.contains(n) && !n.ends_with("position_ids"))
+            .filter(|n| {
+                let rest = n
+                    .strip_prefix(base_prefix)
+                    .and_then(|r| r.strip_prefix('.'))
+                    .unwrap_or(n);
+                roots.iter().any(|r| rest.split('.').next() == Some(*r))
+            })
+            .collect();
+        out.sort();
+        out
     }
 }
 
@@ -131,6 +183,21 @@ pub enum Need {
     FreshIfMissing,
 }
 
+/// Where [`Params::get`] takes existing tensors from.
+#[derive(Clone, Copy)]
+enum Source<'a> {
+    /// Nowhere: every parameter is fresh.
+    Fresh,
+    /// A checkpoint file (fresh where [`Need::FreshIfMissing`] allows).
+    Checkpoint(&'a Checkpoint),
+    /// The `Var`s of a built model: those whose name passes `live` as they are,
+    /// the others detached (constants to autograd). Nothing is registered.
+    Vars {
+        map: &'a VarMap,
+        live: &'a dyn Fn(&str) -> bool,
+    },
+}
+
 /// Creates parameters under a name prefix; see the module documentation.
 #[derive(Clone)]
 pub struct Params<'a> {
@@ -138,8 +205,10 @@ pub struct Params<'a> {
     prefix: String,
     dtype: DType,
     device: Device,
-    source: Option<&'a Checkpoint>,
+    source: Source<'a>,
+    base_prefix: Option<&'static str>,
     seed: u64,
+    fresh_heads: bool,
 }
 
 impl std::fmt::Debug for Params<'_> {
@@ -147,7 +216,14 @@ impl std::fmt::Debug for Params<'_> {
         f.debug_struct("Params")
             .field("prefix", &self.prefix)
             .field("dtype", &self.dtype)
-            .field("source", &self.source)
+            .field(
+                "source",
+                &match self.source {
+                    Source::Fresh => "fresh".to_string(),
+                    Source::Checkpoint(c) => c.path().display().to_string(),
+                    Source::Vars { .. } => "vars".to_string(),
+                },
+            )
             .finish()
     }
 }
@@ -168,9 +244,57 @@ impl<'a> Params<'a> {
             prefix: String::new(),
             dtype,
             device: device.clone(),
-            source,
+            source: source.map_or(Source::Fresh, Source::Checkpoint),
+            base_prefix: None,
             seed,
+            fresh_heads: false,
         }
+    }
+
+    /// Parameters taken from the `Var`s already in `varmap` (a built model):
+    /// those whose full name passes `live` unchanged, the others detached, so
+    /// the same model code runs on them with gradients only where wanted.
+    /// Nothing new is registered; a name missing from `varmap` is a bug.
+    pub fn from_vars(
+        varmap: &'a VarMap,
+        live: &'a dyn Fn(&str) -> bool,
+        dtype: DType,
+        device: &Device,
+    ) -> Self {
+        Self {
+            varmap,
+            prefix: String::new(),
+            dtype,
+            device: device.clone(),
+            source: Source::Vars { map: varmap, live },
+            base_prefix: None,
+            seed: 0,
+            fresh_heads: false,
+        }
+    }
+
+    /// The same builder reading checkpoints that may omit the encoder's name
+    /// prefix `base_prefix` (see [`Checkpoint::resolve_under`]).
+    pub fn with_base_prefix(mut self, base_prefix: &'static str) -> Self {
+        self.base_prefix = Some(base_prefix);
+        self
+    }
+
+    /// The same builder, whose [`Params::head`] ignores the checkpoint when
+    /// `fresh` (see [`crate::task::BuildOptions::fresh_head`]).
+    pub fn with_fresh_heads(mut self, fresh: bool) -> Self {
+        self.fresh_heads = fresh;
+        self
+    }
+
+    /// The builder for a task head's parameters: this one, or a fresh (seeded)
+    /// one when built [`Params::with_fresh_heads`] from a checkpoint.
+    pub fn head(&self) -> Self {
+        let mut p = self.clone();
+        if self.fresh_heads && matches!(self.source, Source::Checkpoint(_)) {
+            p.source = Source::Fresh;
+        }
+        p
     }
 
     /// The same builder one level down: names get `name.` prepended.
@@ -207,7 +331,18 @@ impl<'a> Params<'a> {
     pub fn get(&self, shape: &[usize], name: &str, init: Init, need: Need) -> Result<Tensor> {
         let full = self.full_name(name);
         let value = match self.source {
-            Some(ckpt) => match ckpt.resolve(&full) {
+            Source::Vars { map, live } => {
+                let data = map.data().lock().expect("VarMap lock poisoned");
+                let var = data.get(&full).ok_or_else(|| {
+                    Error::Bug(format!("rebuilding a model: no parameter `{full}`"))
+                })?;
+                return Ok(if live(&full) {
+                    var.as_tensor().clone()
+                } else {
+                    var.as_tensor().detach()
+                });
+            }
+            Source::Checkpoint(ckpt) => match ckpt.resolve_under(&full, self.base_prefix) {
                 Some(file_name) => Some(ckpt.load(&file_name, shape, self.dtype, &self.device)?),
                 None if need == Need::Required => {
                     return Err(Error::MissingTensor {
@@ -218,7 +353,7 @@ impl<'a> Params<'a> {
                 }
                 None => None,
             },
-            None => None,
+            Source::Fresh => None,
         };
         let value = match value {
             Some(v) => v,
@@ -227,7 +362,7 @@ impl<'a> Params<'a> {
         let var = Var::from_tensor(&value)?;
         let mut data = self.varmap.data().lock().expect("VarMap lock poisoned");
         if data.contains_key(&full) {
-            return Err(Error::Invalid(format!("parameter `{full}` created twice")));
+            return Err(Error::Bug(format!("parameter `{full}` created twice")));
         }
         data.insert(full, var.clone());
         Ok(var.as_tensor().clone())

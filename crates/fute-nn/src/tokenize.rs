@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use candle_core::{Device, Tensor};
 use tokenizers::{PostProcessor, Tokenizer, TruncationDirection};
 
-use crate::models::bert::BertInput;
+use crate::task::ModelInput;
 use crate::{Error, Result};
 
 /// One input: a single text or a pair (e.g. premise/hypothesis, question/context).
@@ -157,12 +157,12 @@ impl EncodedBatch {
     }
 
     /// The batch as model input tensors on `device`.
-    pub fn to_input(&self, device: &Device) -> Result<BertInput> {
+    pub fn to_input(&self, device: &Device) -> Result<ModelInput> {
         let shape = (self.len(), self.seq_len);
         let (ids, types, mask) = self.padded();
-        Ok(BertInput {
+        Ok(ModelInput {
             input_ids: Tensor::from_vec(ids, shape, device)?,
-            token_type_ids: Tensor::from_vec(types, shape, device)?,
+            token_type_ids: Some(Tensor::from_vec(types, shape, device)?),
             attention_mask: Tensor::from_vec(mask, shape, device)?,
         })
     }
@@ -248,7 +248,7 @@ impl TextTokenizer {
         let pair = matches!(input, TextInput::Pair(..));
         let special = self.num_special_tokens(pair);
         if max_len <= special {
-            return Err(Error::Invalid(format!(
+            return Err(Error::BadInput(format!(
                 "max length {max_len} leaves no room for text after {special} special tokens"
             )));
         }
@@ -263,7 +263,7 @@ impl TextTokenizer {
         if truncated {
             let (ka, kb) = match (&b, truncation) {
                 (None, Truncation::OnlySecond) => {
-                    return Err(Error::Invalid(
+                    return Err(Error::BadInput(
                         "only-second truncation needs a text pair".into(),
                     ))
                 }
@@ -271,7 +271,7 @@ impl TextTokenizer {
                 (Some(_), Truncation::LongestFirst) => longest_first(na, nb, budget),
                 (Some(_), Truncation::OnlySecond) => {
                     if na >= budget {
-                        return Err(Error::Invalid(format!(
+                        return Err(Error::BadInput(format!(
                             "the first text has {na} tokens, leaving no room for the second within {max_len}"
                         )));
                     }
@@ -279,7 +279,7 @@ impl TextTokenizer {
                 }
                 (Some(_), Truncation::OnlyFirst) => {
                     if nb >= budget {
-                        return Err(Error::Invalid(format!(
+                        return Err(Error::BadInput(format!(
                             "the second text has {nb} tokens, leaving no room for the first within {max_len}"
                         )));
                     }

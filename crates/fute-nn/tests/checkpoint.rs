@@ -2,6 +2,7 @@
 
 mod common;
 
+use fute_nn::TaskModel;
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -15,6 +16,7 @@ fn opts(seed: u64) -> BuildOptions {
         dtype: DType::F32,
         device: Device::Cpu,
         seed,
+        ..Default::default()
     }
 }
 
@@ -114,7 +116,10 @@ fn save_then_load_is_bit_identical_for_every_head() {
         let cfg: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap())
                 .unwrap();
-        assert_eq!(cfg["architectures"][0], spec.architecture());
+        assert_eq!(
+            cfg["architectures"][0],
+            fute_nn::models::bert::ARCHITECTURE.class_name(spec.kind())
+        );
         assert_eq!(cfg["num_labels"], spec.num_outputs());
         assert_eq!(
             cfg["id2label"].as_object().unwrap().len(),
@@ -293,4 +298,108 @@ fn bad_save_requests_write_nothing() {
         0,
         "nothing may be written"
     );
+}
+
+/// A copy of the tiny fixture folder whose `config.json` is `edit`ed.
+fn tiny_copy_with_config(dir: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
+    tiny_copy_with(dir, |_| {});
+    let text = std::fs::read_to_string(dir.join("config.json")).unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    edit(&mut v);
+    std::fs::write(dir.join("config.json"), v.to_string()).unwrap();
+}
+
+/// Bug-hunt case 21: an old TF-converted BERT (`bert.` prefix, LayerNorm
+/// `gamma`/`beta`) failed with "tensor missing"; transformers loads it, so must we.
+#[test]
+fn case_21_legacy_layer_norm_gamma_beta_names_load() {
+    let tmp = tempfile::tempdir().unwrap();
+    let legacy = tmp.path().join("legacy");
+    tiny_copy_with(&legacy, |t| {
+        *t = t
+            .drain()
+            .map(|(k, v)| {
+                let k = k
+                    .replace("LayerNorm.weight", "LayerNorm.gamma")
+                    .replace("LayerNorm.bias", "LayerNorm.beta");
+                (format!("bert.{k}"), v)
+            })
+            .collect();
+    });
+    let spec = HeadSpec::Classification { num_labels: 2 };
+    let a = BertTaskModel::from_folder(fixture("tiny-bert"), spec, &opts(1)).unwrap();
+    let b = BertTaskModel::from_folder(&legacy, spec, &opts(1)).unwrap();
+    let (pa, pb) = (a.named_parameters(), b.named_parameters());
+    assert_eq!(pa.len(), pb.len());
+    for ((na, va), (nb, vb)) in pa.iter().zip(&pb) {
+        assert_eq!(na, nb);
+        assert_eq!(bits(va.as_tensor()), bits(vb.as_tensor()), "{na}");
+    }
+}
+
+#[test]
+fn tensors_the_config_has_no_place_for_are_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    // The checkpoint has two layers, the config says one.
+    tiny_copy_with_config(tmp.path(), |v| v["num_hidden_layers"] = 1.into());
+    let err = BertTaskModel::from_folder(tmp.path(), HeadSpec::Regression, &opts(0)).unwrap_err();
+    assert!(matches!(err, Error::UnexpectedTensors { .. }), "{err:?}");
+    assert!(err.is_user_error());
+    let msg = err.to_string();
+    assert!(
+        msg.contains("model.safetensors") && msg.contains("encoder.layer.1."),
+        "{msg}"
+    );
+    // A QA model does not use the pooler, and an MLM head is not the encoder's:
+    // neither is an error (transformers drops them too).
+    let tmp2 = tempfile::tempdir().unwrap();
+    tiny_copy_with(tmp2.path(), |t| {
+        let w = t["pooler.dense.bias"].clone();
+        t.insert("cls.predictions.bias".into(), w);
+    });
+    BertTaskModel::from_folder(tmp2.path(), HeadSpec::QuestionAnswering, &opts(0)).unwrap();
+}
+
+#[test]
+fn config_missing_a_shape_field_is_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    tiny_copy_with_config(tmp.path(), |v| {
+        v.as_object_mut().unwrap().remove("intermediate_size");
+    });
+    let err = BertTaskModel::from_folder(tmp.path(), HeadSpec::Regression, &opts(0)).unwrap_err();
+    assert!(matches!(err, Error::MissingField { .. }), "{err:?}");
+    assert!(err.is_user_error());
+    let msg = err.to_string();
+    assert!(
+        msg.contains("config.json") && msg.contains("`intermediate_size`"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn unsupported_model_type_lists_the_supported_ones() {
+    let tmp = tempfile::tempdir().unwrap();
+    tiny_copy_with_config(tmp.path(), |v| v["model_type"] = "mamba".into());
+    let err = BertTaskModel::from_folder(tmp.path(), HeadSpec::Regression, &opts(0)).unwrap_err();
+    assert!(matches!(err, Error::Unsupported { .. }), "{err:?}");
+    assert!(err.is_user_error());
+    let msg = err.to_string();
+    assert!(
+        msg.contains("config.json") && msg.contains("`mamba`") && msg.contains("bert"),
+        "{msg}"
+    );
+    for t in fute_nn::models::supported_model_types() {
+        assert!(msg.contains(t), "{msg} lacks {t}");
+    }
+}
+
+#[test]
+fn user_errors_and_bugs_are_told_apart() {
+    assert!(Error::BadInput("x".into()).is_user_error());
+    assert!(!Error::Bug("x".into()).is_user_error());
+    let candle = Tensor::zeros(2, DType::F32, &Device::Cpu)
+        .unwrap()
+        .reshape(3)
+        .unwrap_err();
+    assert!(!Error::from(candle).is_user_error());
 }

@@ -13,6 +13,7 @@
 
 mod common;
 
+use fute_nn::TaskModel;
 use std::collections::HashMap;
 
 use candle_core::{DType, Device, Tensor};
@@ -57,6 +58,7 @@ fn tiny_model(dtype: DType) -> (BertTaskModel, Vec<FisherExample>, HashMap<Strin
         dtype,
         device: Device::Cpu,
         seed: 0,
+        ..Default::default()
     };
     let spec = HeadSpec::Classification {
         num_labels: meta["num_labels"].as_u64().unwrap() as usize,

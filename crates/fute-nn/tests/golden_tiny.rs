@@ -7,6 +7,7 @@
 
 mod common;
 
+use fute_nn::TaskModel;
 use std::collections::HashMap;
 
 use candle_core::{DType, Device, Tensor};
@@ -26,6 +27,7 @@ fn load(
         dtype,
         device: Device::Cpu,
         seed: 0,
+        ..Default::default()
     };
     let model = BertTaskModel::from_folder(fixture("tiny-bert"), spec, &opts).unwrap();
     let prefix = format!("{head}.head.");
@@ -225,7 +227,11 @@ fn check_batch(ours: &BertInput, hf: &serde_json::Value) {
     let hf = input_from_json(hf);
     for (a, b, what) in [
         (&ours.input_ids, &hf.input_ids, "input_ids"),
-        (&ours.token_type_ids, &hf.token_type_ids, "token_type_ids"),
+        (
+            ours.token_type_ids.as_ref().unwrap(),
+            hf.token_type_ids.as_ref().unwrap(),
+            "token_type_ids",
+        ),
         (&ours.attention_mask, &hf.attention_mask, "attention_mask"),
     ] {
         assert_eq!(

@@ -5,6 +5,7 @@ mod common;
 
 use candle_core::{DType, Device, Tensor};
 use common::{tiny_input, tiny_model};
+use fute_nn::TaskModel;
 use fute_nn::{loss, BertInput, BertTaskModel, HeadSpec, Mode, TaskOutput};
 
 fn labels(v: &[u32]) -> Tensor {

@@ -6,10 +6,11 @@ mod common;
 
 use candle_core::{DType, Device, Tensor};
 use common::{tiny_input, tiny_model};
-use fute_nn::models::bert::LinearSite;
-use fute_nn::peft::{LoraConfig, Peft, PeftConfig, PrefixConfig, PromptConfig, Reduce};
+use fute_nn::models::bert::LAYER_LINEARS;
+use fute_nn::peft::{Adapted, LoraConfig, Peft, PeftConfig, PrefixConfig, PromptConfig, Reduce};
 use fute_nn::rng::SeededRng;
 use fute_nn::train::{train, AdamWConfig, Control, TrainConfig, TrainExample, TrainTarget};
+use fute_nn::TaskModel;
 use fute_nn::{loss, BertInput, BertTaskModel, Encoding, HeadSpec, Mode, TaskOutput};
 
 fn cls() -> HeadSpec {
@@ -32,7 +33,7 @@ fn lora_all_sites() -> PeftConfig {
     PeftConfig::Lora(LoraConfig {
         rank: 2,
         alpha: 4.0,
-        targets: LinearSite::ALL.to_vec(),
+        targets: LAYER_LINEARS.iter().map(|s| s.to_string()).collect(),
     })
 }
 
@@ -48,18 +49,18 @@ fn all_configs() -> Vec<PeftConfig> {
     ]
 }
 
-fn with_peft(spec: HeadSpec, dtype: DType, cfg: &PeftConfig, seed: u64) -> BertTaskModel {
-    let mut m = tiny_model(spec, dtype, seed);
-    Peft::attach(&mut m, cfg, seed).unwrap();
-    m
+type Model = Adapted<BertTaskModel>;
+
+fn with_peft(spec: HeadSpec, dtype: DType, cfg: &PeftConfig, seed: u64) -> Model {
+    Peft::adapt(tiny_model(spec, dtype, seed), cfg, seed).unwrap()
 }
 
-fn peft(m: &BertTaskModel) -> &Peft {
-    m.peft.as_ref().unwrap()
+fn peft(m: &Model) -> &Peft {
+    &m.peft
 }
 
 /// Gives every LoRA `B` random values (they start at zero, which zeroes `A`'s gradient).
-fn randomise_lora_b(m: &BertTaskModel) {
+fn randomise_lora_b(m: &Model) {
     let rng = SeededRng::new(5);
     for name in peft(m).own_names() {
         if name.ends_with("lora_B") {
@@ -72,7 +73,7 @@ fn randomise_lora_b(m: &BertTaskModel) {
     }
 }
 
-fn head_loss(model: &BertTaskModel, input: &BertInput, mode: &Mode) -> Tensor {
+fn head_loss(model: &dyn TaskModel, input: &BertInput, mode: &Mode) -> Tensor {
     let labels = |v: &[u32]| Tensor::new(v, &Device::Cpu).unwrap();
     match model.forward(input, mode).unwrap() {
         TaskOutput::Logits(l) => loss::cross_entropy(&l, &labels(&[2, 0, 1])).unwrap(),
@@ -151,11 +152,11 @@ fn frozen_view_gives_the_same_gradients_for_trainable_parameters_and_none_else()
             let m = with_peft(spec, DType::F64, &cfg, 9);
             randomise_lora_b(&m);
             let names = peft(&m).trainable_names(&m);
-            let view = fute_nn::train::frozen_view(&m, &names);
+            let view = fute_nn::train::frozen_view(&m, &names).unwrap();
             let full = head_loss(&m, &tiny_input(), &Mode::train(3))
                 .backward()
                 .unwrap();
-            let frozen = head_loss(&view, &tiny_input(), &Mode::train(3))
+            let frozen = head_loss(view.as_ref(), &tiny_input(), &Mode::train(3))
                 .backward()
                 .unwrap();
             for (name, var) in m.named_parameters() {
@@ -270,7 +271,7 @@ fn finite_differences_match_backprop_for_peft_parameters() {
     );
 }
 
-fn logits(m: &BertTaskModel, input: &BertInput) -> Vec<f32> {
+fn logits(m: &dyn TaskModel, input: &BertInput) -> Vec<f32> {
     m.forward(input, &Mode::eval())
         .unwrap()
         .logits()
@@ -284,9 +285,9 @@ fn logits(m: &BertTaskModel, input: &BertInput) -> Vec<f32> {
 #[test]
 fn zero_lora_b_leaves_the_output_unchanged_and_bitfit_changes_nothing() {
     let input = tiny_input();
-    let mut m = tiny_model(cls(), DType::F32, 3);
+    let m = tiny_model(cls(), DType::F32, 3);
     let before = logits(&m, &input);
-    Peft::attach(&mut m, &lora_all_sites(), 9).unwrap();
+    let m = Peft::adapt(m, &lora_all_sites(), 9).unwrap();
     assert_eq!(
         logits(&m, &input),
         before,
@@ -295,10 +296,11 @@ fn zero_lora_b_leaves_the_output_unchanged_and_bitfit_changes_nothing() {
     randomise_lora_b(&m);
     assert_ne!(logits(&m, &input), before, "LoRA hook is not applied");
 
-    let mut m = tiny_model(cls(), DType::F32, 3);
-    Peft::attach(&mut m, &PeftConfig::BitFit, 9).unwrap();
+    let m = Peft::adapt(tiny_model(cls(), DType::F32, 3), &PeftConfig::BitFit, 9).unwrap();
     assert_eq!(logits(&m, &input), before);
-    assert!(Peft::attach(&mut m, &PeftConfig::BitFit, 9).is_err());
+    // A second LoRA would create the same parameters again.
+    let m = Peft::adapt(m, &lora_all_sites(), 9).unwrap();
+    assert!(Peft::attach(&m, &lora_all_sites(), 9).is_err());
 }
 
 /// Padding must stay masked and the prefix / prompt attended: an example alone
@@ -320,10 +322,8 @@ fn prefix_and_prompt_masks_extend_the_attention_mask() {
                     .unwrap(),
                 token_type_ids: full
                     .token_type_ids
-                    .narrow(0, 2, 1)
-                    .unwrap()
-                    .narrow(1, 0, 5)
-                    .unwrap(),
+                    .as_ref()
+                    .map(|t| t.narrow(0, 2, 1).unwrap().narrow(1, 0, 5).unwrap()),
                 attention_mask: full
                     .attention_mask
                     .narrow(0, 2, 1)
@@ -402,7 +402,7 @@ fn train_cfg(trainable: Vec<String>, seed: u64) -> TrainConfig {
 }
 
 /// Trains with the PEFT's trainable set and returns the epoch losses.
-fn run(m: &BertTaskModel, data: &[TrainExample], seed: u64) -> Vec<f64> {
+fn run(m: &Model, data: &[TrainExample], seed: u64) -> Vec<f64> {
     let cfg = train_cfg(peft(m).trainable_names(m), seed);
     let r = train(m, data, None, 0, &cfg, &mut |_| Control::Continue).unwrap();
     r.history.iter().map(|h| h.train_loss).collect()
@@ -551,4 +551,51 @@ fn same_seed_same_vector_other_seed_other_prefix_vector() {
         let c = trained_vector(&prefix(3, None), 22, reduce);
         assert_ne!(a, c, "a different seed must give a different prefix vector");
     }
+}
+
+/// LoRA targets are HF linear names, checked against the model's linears.
+#[test]
+fn lora_targets_by_name_and_unknown_targets_list_the_valid_ones() {
+    let m = tiny_model(cls(), DType::F32, 3);
+    let d = m.describe();
+    let t = |v: &[&str]| -> Vec<String> { v.iter().map(|s| s.to_string()).collect() };
+    assert_eq!(
+        d.lora_targets(&[]).unwrap(),
+        ["attention.self.query", "attention.self.value"]
+    );
+    assert_eq!(
+        d.lora_targets(&t(&["output", "attention_output", "key"]))
+            .unwrap(),
+        [
+            "attention.self.key",
+            "attention.output.dense",
+            "output.dense"
+        ]
+    );
+    assert_eq!(
+        d.lora_targets(&t(&["dense"])).unwrap(),
+        [
+            "attention.output.dense",
+            "intermediate.dense",
+            "output.dense"
+        ]
+    );
+    let err = Peft::attach(
+        &m,
+        &PeftConfig::Lora(LoraConfig {
+            targets: t(&["q_proj"]),
+            ..Default::default()
+        }),
+        1,
+    )
+    .unwrap_err();
+    assert!(err.is_user_error());
+    let msg = err.to_string();
+    assert!(
+        msg.contains("`q_proj`") && msg.contains("attention.self.query"),
+        "{msg}"
+    );
+    assert!(m
+        .parameter("bert.encoder.layer.0.attention.self.query.lora_A")
+        .is_none());
 }

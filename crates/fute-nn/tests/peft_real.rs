@@ -9,6 +9,7 @@ use fute_core::rng::SplitMix64;
 use fute_core::workspace::Workspace;
 use fute_nn::peft::{LoraConfig, Peft, PeftConfig, PrefixConfig, PromptConfig, Reduce};
 use fute_nn::train::{train, AdamWConfig, Control, Event, TrainConfig, TrainExample, TrainTarget};
+use fute_nn::TaskModel;
 use fute_nn::{BertTaskModel, BuildOptions, HeadSpec, TextInput, TextTokenizer, Truncation};
 
 fn setting(var: &str, default: usize) -> usize {
@@ -76,11 +77,11 @@ fn heavy_peft_loss_goes_down_on_real_tweets() {
             seed: 1,
             ..Default::default()
         };
-        let mut model =
+        let model =
             BertTaskModel::from_folder(&dir, HeadSpec::Classification { num_labels }, &opts)
                 .unwrap();
-        Peft::attach(&mut model, &cfg, 1).unwrap();
-        let peft = model.peft.clone().unwrap();
+        let model = Peft::adapt(model, &cfg, 1).unwrap();
+        let peft = model.peft.clone();
         let trainable = peft.trainable_names(&model);
         let frozen: Vec<(String, Vec<f32>)> = model
             .named_parameters()

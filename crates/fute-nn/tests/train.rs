@@ -3,6 +3,7 @@
 
 mod common;
 
+use fute_nn::TaskModel;
 use std::collections::HashMap;
 
 use candle_core::{DType, Device, Tensor, Var};

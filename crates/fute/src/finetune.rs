@@ -28,8 +28,7 @@ use fute_nn::train::{
     TrainTarget,
 };
 use fute_nn::{
-    BertConfig, BertTaskModel, BuildOptions, Encoding, HeadSpec, TextInput, TextTokenizer,
-    Truncation,
+    models, BuildOptions, Encoding, HeadSpec, TaskModel, TextInput, TextTokenizer, Truncation,
 };
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -77,7 +76,7 @@ pub struct FinetuneOptions {
     pub checkpoint_every: Option<usize>,
     /// Always start from a freshly initialised head, even when `base` is a task
     /// model with a head of the right shape (intermediate-task transfer; see
-    /// [`BertTaskModel::from_folder_fresh_head`]). `false` reuses a matching head.
+    /// [`fute_nn::BuildOptions::fresh_head`]). `false` reuses a matching head.
     pub fresh_head: bool,
 }
 
@@ -119,15 +118,6 @@ pub struct FinetuneReport {
 
 fn invalid(msg: impl Into<String>) -> anyhow::Error {
     fute_core::Error::Invalid(msg.into()).into()
-}
-
-/// Errors of `fute-nn` about the user's files or settings become user errors;
-/// candle errors stay internal.
-fn nn(e: fute_nn::Error) -> anyhow::Error {
-    match e {
-        fute_nn::Error::Candle(_) => anyhow::Error::new(e),
-        other => invalid(other.to_string()),
-    }
 }
 
 /// Checks that `dir` is a model folder with every file of [`MODEL_FILES`].
@@ -205,7 +195,7 @@ fn text_input(input: &Input) -> (TextInput<'_>, Truncation) {
 /// Tokenises one example's input (QA keeps the question and cuts the context).
 pub fn encode_input(tok: &TextTokenizer, input: &Input, max_len: usize) -> Result<Encoding> {
     let (t, trunc) = text_input(input);
-    tok.encode(t, max_len, trunc).map_err(nn)
+    Ok(tok.encode(t, max_len, trunc)?)
 }
 
 /// Tokenises examples and maps their targets for the head: class index, value,
@@ -258,20 +248,16 @@ pub fn finetune(
     }
     let dev_split = sample(dataset.split(Split::Dev), opts.eval_limit, opts.seed);
 
-    let tok = TextTokenizer::from_folder(base).map_err(nn)?;
+    let tok = TextTokenizer::from_folder(base)?;
     let train_set = encode_examples(&tok, &train_split, opts.max_len)?;
     let dev_set = encode_examples(&tok, &dev_split, opts.max_len)?;
     let build = BuildOptions {
         seed: opts.seed,
+        fresh_head: opts.fresh_head,
         ..Default::default()
     };
-    let model = if opts.fresh_head {
-        BertTaskModel::from_folder_fresh_head(base, head, &build)
-    } else {
-        BertTaskModel::from_folder(base, head, &build)
-    }
-    .map_err(nn)?;
-    let max_pos = model.config().max_position_embeddings;
+    let model = models::load(base, head, &build)?;
+    let max_pos = model.describe().max_positions;
     if opts.max_len > max_pos {
         return Err(invalid(format!(
             "--max-len {} exceeds the model's {max_pos} positions",
@@ -299,8 +285,7 @@ pub fn finetune(
         ..Default::default()
     };
     let dev_ref = (!dev_set.is_empty()).then_some(dev_set.as_slice());
-    let report =
-        train::train(&model, &train_set, dev_ref, tok.pad_id(), &cfg, on_event).map_err(nn)?;
+    let report = train::train(&model, &train_set, dev_ref, tok.pad_id(), &cfg, on_event)?;
     let mut saved = None;
     if !report.interrupted {
         let save = SaveOptions {
@@ -308,7 +293,7 @@ pub fn finetune(
             problem_type: None,
             tokenizer_dir: Some(base.to_path_buf()),
         };
-        model.save_pretrained(out, &save).map_err(nn)?;
+        model.save_pretrained(out, &save)?;
         let _ = std::fs::remove_dir_all(&state_dir);
         saved = Some(out.to_path_buf());
     }
@@ -410,15 +395,8 @@ pub fn predict(
     let started = Instant::now();
     let name = &dataset.card.name;
     check_model_folder(model_dir, "model")?;
-    let cfg_path = model_dir.join("config.json");
-    let config = BertConfig::from_file(&cfg_path).map_err(nn)?;
-    let head = HeadSpec::from_config(&config).ok_or_else(|| {
-        invalid(format!(
-            "{} declares no task head (architectures BertForSequenceClassification or \
-             BertForQuestionAnswering); train one with `fute train`",
-            cfg_path.display()
-        ))
-    })?;
+    let head = models::task_head(model_dir)
+        .with_context(|| "train a task model with `fute train`".to_string())?;
     let schema = &dataset.card.schema;
     check_head_fits(head, schema, model_dir, name)?;
     let examples = sample(dataset.split(split), limit, 0);
@@ -428,10 +406,9 @@ pub fn predict(
             if limit == Some(0) { " (--limit 0)" } else { "" }
         )));
     }
-    let tok = TextTokenizer::from_folder(model_dir).map_err(nn)?;
-    let model =
-        BertTaskModel::from_folder(model_dir, head, &BuildOptions::default()).map_err(nn)?;
-    let max_pos = config.max_position_embeddings;
+    let tok = TextTokenizer::from_folder(model_dir)?;
+    let model = models::load(model_dir, head, &BuildOptions::default())?;
+    let max_pos = model.describe().max_positions;
     let max_len = max_len.unwrap_or(max_pos.min(512));
     if max_len > max_pos {
         return Err(invalid(format!(
@@ -442,7 +419,7 @@ pub fn predict(
         .iter()
         .map(|ex| encode_input(&tok, &ex.input, max_len))
         .collect::<Result<Vec<_>>>()?;
-    let raw = train::predict(&model, &encodings, tok.pad_id(), batch_size).map_err(nn)?;
+    let raw = train::predict(&model, &encodings, tok.pad_id(), batch_size)?;
 
     let mut metrics_out = BTreeMap::new();
     let mut records = Vec::with_capacity(examples.len());

@@ -22,7 +22,9 @@ use anyhow::{bail, Context as _};
 use candle_core::{Device, D};
 use fute_core::corpus::{Corpus, ModelInput};
 use fute_core::dataset::TaskSchema;
-use fute_nn::{BertTaskModel, BuildOptions, HeadSpec, Mode, TextInput, TextTokenizer, Truncation};
+use fute_nn::{
+    models, BuildOptions, HeadSpec, Mode, TaskModel, TextInput, TextTokenizer, Truncation,
+};
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -52,7 +54,7 @@ pub struct SubjectModel {
     pub input: Option<ModelInput>,
     /// How many examples it was fine-tuned on (its DataSize), when known.
     pub train_examples: Option<usize>,
-    model: BertTaskModel,
+    model: Box<dyn TaskModel>,
     tokenizer: TextTokenizer,
 }
 
@@ -67,15 +69,13 @@ impl SubjectModel {
                 )));
             }
         }
-        let model =
-            BertTaskModel::from_task_folder(dir, &BuildOptions::default()).map_err(|e| {
-                fute_core::Error::Invalid(format!(
-                    "cannot use {} as a subject model: {e}",
-                    dir.display()
-                ))
-            })?;
-        let head =
-            HeadSpec::from_config(model.config()).expect("from_task_folder checked the head");
+        let model = models::load_task_folder(dir, &BuildOptions::default()).map_err(|e| {
+            fute_core::Error::Invalid(format!(
+                "cannot use {} as a subject model: {e}",
+                dir.display()
+            ))
+        })?;
+        let head = model.head();
         let tokenizer = TextTokenizer::from_folder(dir)?;
         let hash = crate::surrogate::hash_model_folder(dir)?;
         let record = read_training_record(dir)?;

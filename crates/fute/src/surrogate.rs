@@ -71,6 +71,8 @@ impl Surrogate {
         }
         let hash = hash_model_folder(dir)?;
         let tokenizer = TextTokenizer::from_folder(dir)?;
+        // The registry first, so an unsupported `model_type` lists the supported ones.
+        fute_nn::models::read_config(&dir.join("config.json"))?;
         let config = BertConfig::from_file(dir.join("config.json"))?;
         Ok(Surrogate {
             dir: dir.to_path_buf(),

@@ -12,6 +12,7 @@ use fute_core::corpus::{content_hash, Corpus, CorpusCard, CorpusInput, CorpusSpe
 use fute_core::embedding::{EmbeddingKind, Store, StoredDType, Subject, SubjectKind};
 use fute_nn::checkpoint::SaveOptions;
 use fute_nn::fisher::FisherVariant;
+use fute_nn::TaskModel;
 use fute_nn::{BertTaskModel, BuildOptions, HeadSpec};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -4,6 +4,7 @@ use fute::model_outputs::{outputs_on_corpus, record_training, Output, SubjectMod
 use fute::probe::ProbeTargets;
 use fute_core::corpus::{content_hash, Corpus, CorpusCard, CorpusInput, CorpusSpec, ModelInput};
 use fute_nn::checkpoint::SaveOptions;
+use fute_nn::TaskModel;
 use fute_nn::{BertTaskModel, BuildOptions, HeadSpec};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

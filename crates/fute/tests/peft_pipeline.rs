@@ -148,11 +148,12 @@ fn every_peft_method_embeds_through_the_store() {
     ] {
         assert!(params.contains_key(key), "{key} missing from {params:?}");
     }
-    let lp = method(PeftConfig::Lora(LoraConfig::default()), Reduce::Positions).params();
-    assert_eq!(
-        lp["lora_targets"],
-        serde_json::json!(["attention.self.query", "attention.self.value"])
-    );
+    let lora = LoraConfig {
+        targets: vec!["query".into(), "value".into()],
+        ..Default::default()
+    };
+    let lp = method(PeftConfig::Lora(lora), Reduce::Positions).params();
+    assert_eq!(lp["lora_targets"], serde_json::json!(["query", "value"]));
 }
 
 #[test]

@@ -9,7 +9,7 @@ use fute::transfer::evaluate::{datasize, evaluate, random, MethodScores, Scope, 
 use fute::transfer::plan::{build_jobs, Job, JobKind, Plan, Settings, TaskClass, TaskInfo};
 use fute::transfer::slurm::{array_spec, scripts, shell_quote, SlurmOptions};
 use fute::transfer::JobResult;
-use fute_nn::{BertTaskModel, BuildOptions, HeadSpec};
+use fute_nn::{BertTaskModel, BuildOptions, HeadSpec, TaskModel};
 
 fn tiny_bert() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fute-nn/tests/fixtures/tiny-bert")
@@ -80,9 +80,13 @@ fn transfer_heads_are_fresh_even_when_the_shapes_agree() {
         problem_type: None,
         tokenizer_dir: Some(tiny_bert()),
     };
-    src.save_pretrained(tmp.path().join("src"), &save).unwrap();
+    src.save_pretrained(&tmp.path().join("src"), &save).unwrap();
     let reused = BertTaskModel::from_folder(tmp.path().join("src"), spec, &opts).unwrap();
-    let fresh = BertTaskModel::from_folder_fresh_head(tmp.path().join("src"), spec, &opts).unwrap();
+    let fresh_opts = BuildOptions {
+        fresh_head: true,
+        ..opts.clone()
+    };
+    let fresh = BertTaskModel::from_folder(tmp.path().join("src"), spec, &fresh_opts).unwrap();
     let from_base = BertTaskModel::from_folder(tiny_bert(), spec, &opts).unwrap();
     let w = |m: &BertTaskModel, name: &str| -> Vec<f32> {
         m.varmap.data().lock().unwrap()[name]
@@ -108,7 +112,7 @@ fn transfer_heads_are_fresh_even_when_the_shapes_agree() {
     // A head of another width loads too (3 labels from a 2-label source).
     let three = HeadSpec::Classification { num_labels: 3 };
     assert!(BertTaskModel::from_folder(tmp.path().join("src"), three, &opts).is_err());
-    BertTaskModel::from_folder_fresh_head(tmp.path().join("src"), three, &opts).unwrap();
+    BertTaskModel::from_folder(tmp.path().join("src"), three, &fresh_opts).unwrap();
 }
 
 fn task(name: &str, class: TaskClass, train: usize) -> TaskInfo {

@@ -16,7 +16,6 @@ use fute_core::dataset::Split;
 use fute_core::embedding::{EmbeddingKind, Store, StoredDType, Subject, SubjectKind};
 use fute_core::rng::SplitMix64;
 use fute_nn::fisher::FisherVariant;
-use fute_nn::models::bert::LinearSite;
 use fute_nn::peft::{LoraConfig, PeftConfig, PrefixConfig, PromptConfig, Reduce};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -181,9 +180,12 @@ pub struct CommonArgs {
     /// LoRA scale numerator: updates are (alpha / r)·B·A·x.
     #[arg(long, default_value_t = 16.0)]
     pub lora_alpha: f64,
-    /// Linear maps of every layer that get LoRA adapters, comma-separated.
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "query,value")]
-    pub lora_targets: Vec<LoraTargetArg>,
+    /// Linear maps of every layer that get LoRA adapters, comma-separated, by
+    /// HF name: a layer-relative name (`attention.self.query`, `output.dense`),
+    /// a last component (`query`, `value`, `dense`) or a module
+    /// (`intermediate`, `output`); checked against the surrogate's linears.
+    #[arg(long, value_delimiter = ',', default_value = "query,value")]
+    pub lora_targets: Vec<String>,
     /// OS threads of the Fisher pass.
     #[arg(long, default_value_t = 2)]
     pub workers: usize,
@@ -239,23 +241,6 @@ pub enum ReduceArg {
     Layers,
     /// No reduction.
     Full,
-}
-
-/// Linear maps that can carry LoRA adapters (HF names after `encoder.layer.N.`).
-#[derive(Clone, Copy, ValueEnum)]
-pub enum LoraTargetArg {
-    /// `attention.self.query`.
-    Query,
-    /// `attention.self.key`.
-    Key,
-    /// `attention.self.value`.
-    Value,
-    /// `attention.output.dense`.
-    AttentionOutput,
-    /// `intermediate.dense`.
-    Intermediate,
-    /// `output.dense`.
-    Output,
 }
 
 /// Fisher definitions.
@@ -349,18 +334,7 @@ impl CommonArgs {
             MethodArg::Lora => PeftConfig::Lora(LoraConfig {
                 rank: self.lora_rank,
                 alpha: self.lora_alpha,
-                targets: self
-                    .lora_targets
-                    .iter()
-                    .map(|t| match t {
-                        LoraTargetArg::Query => LinearSite::Query,
-                        LoraTargetArg::Key => LinearSite::Key,
-                        LoraTargetArg::Value => LinearSite::Value,
-                        LoraTargetArg::AttentionOutput => LinearSite::AttentionOutput,
-                        LoraTargetArg::Intermediate => LinearSite::Intermediate,
-                        LoraTargetArg::Output => LinearSite::Output,
-                    })
-                    .collect(),
+                targets: self.lora_targets.clone(),
             }),
             _ => PeftConfig::BitFit,
         };

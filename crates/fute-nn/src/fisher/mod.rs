@@ -1,8 +1,9 @@
 //! Diagonal Fisher information of a task model: the TaskEmb / FUTE-FIM task
 //! embedding (`research/paper.md` §2.6.2 and §3.1).
 //!
-//! [`fisher_embedding`] runs a [`BertTaskModel`] in eval mode (no dropout) over
-//! examples with targets and returns named components. With ℓ_i the loss of
+//! [`fisher_embedding`] runs any [`TaskModel`] in eval mode (no dropout), through
+//! the model's own forward pass, over examples with targets and returns named
+//! components. With ℓ_i the loss of
 //! example i, N examples and g_b the gradient of the *mean* loss of batch b:
 //!
 //! | [`FisherVariant`] | value | source |
@@ -25,11 +26,17 @@
 //! like the parameters. Under `SquareOfMean` the sums run over all examples and
 //! the square is divided by all real tokens.
 //!
-//! Embedding tables never get a dense gradient: a zero probe on
-//! `words + positions + types` gives the gradient of each token's row, and only
-//! rows that occur are accumulated (the padding token's row gets none, as with
-//! PyTorch's `padding_idx`). [`EmbeddingGradients::Dense`] keeps the plain
-//! autograd path for comparison.
+//! Embedding tables never get a dense gradient: a zero probe on the model's
+//! embeddings tap (`words + positions + types` for BERT) gives the gradient of
+//! each token's row, the model says which row of each table every position reads
+//! ([`TaskModel::embedding_rows`]), and only rows that occur are accumulated (the
+//! padding token's row gets none, as with PyTorch's `padding_idx`).
+//! [`EmbeddingGradients::Dense`] keeps the plain autograd path for comparison.
+//!
+//! There is no second forward pass: parameters outside the scope are detached
+//! ([`TaskModel::with_live`], so autograd skips their weight gradients) and the
+//! activations are read through the taps the model file offers
+//! ([`crate::task::ModelDescription::layer_taps`] and `sequence_tap`).
 //!
 //! Work is split over [`FisherOptions::workers`] OS threads, each running candle
 //! with one compute thread; units (examples or batches) are dealt to workers in
@@ -43,18 +50,18 @@
 //! another job used the machine). Programs should set `CANDLE_NUM_THREADS=1`
 //! before their first candle op (the pool is created once).
 
-mod forward;
 mod targets;
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
+use std::sync::Mutex;
 
-use candle_core::{DType, Tensor};
+use candle_core::{DType, Tensor, Var};
 
-use crate::heads::{BertTaskModel, HeadSpec};
+use crate::hooks::{Hooks, Tap};
+use crate::nn::Mode;
+use crate::task::{ModelDescription, TaskModel};
 use crate::tokenize::{EncodedBatch, Encoding};
 use crate::{Error, Result};
-
-use forward::{FisherNet, Liveness};
 pub use targets::{FisherTarget, SAMPLED_REGRESSION_RANGE, SAMPLED_REGRESSION_SIGMA};
 
 /// How squared gradients are formed (see the module docs).
@@ -251,13 +258,14 @@ impl FisherEmbedding {
 
 #[derive(Debug, Clone)]
 enum SlotKind {
+    /// A parameter read from autograd.
     Dense(Tensor),
-    Word,
-    Position,
-    TokenType,
-    Context(usize),
-    LayerOutput(usize),
-    Cls,
+    /// Embedding table `k` of the description, accumulated by rows.
+    Table(usize),
+    /// A `[B, T, H]` tap: summed over real tokens.
+    Tokens(String),
+    /// A `[B, H]` tap: summed over examples.
+    Sequence(String),
 }
 
 #[derive(Debug, Clone)]
@@ -269,10 +277,7 @@ struct Slot {
 
 impl Slot {
     fn is_activation(&self) -> bool {
-        matches!(
-            self.kind,
-            SlotKind::Context(_) | SlotKind::LayerOutput(_) | SlotKind::Cls
-        )
+        matches!(self.kind, SlotKind::Tokens(_) | SlotKind::Sequence(_))
     }
 }
 
@@ -293,7 +298,7 @@ fn layer_flags(sel: &LayerSelection, n: usize) -> Result<Vec<bool>> {
             let mut f = vec![false; n];
             for &i in v {
                 if i >= n {
-                    return Err(Error::Invalid(format!(
+                    return Err(Error::BadInput(format!(
                         "Fisher scope: layer {i} does not exist (the model has {n})"
                     )));
                 }
@@ -308,14 +313,39 @@ fn to_f32(t: &Tensor) -> Result<Vec<f32>> {
     Ok(t.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?)
 }
 
+/// Zero-valued probes added to the tapped activations: the gradient of a probe
+/// is the gradient of the activation.
+struct Probes<'a> {
+    wanted: &'a [String],
+    vars: Mutex<Vec<(String, Var)>>,
+}
+
+impl Tap for Probes<'_> {
+    fn tap(&self, name: &str, x: &Tensor) -> Result<Tensor> {
+        if !self.wanted.iter().any(|w| w == name) {
+            return Ok(x.clone());
+        }
+        let p = Var::zeros(x.shape(), x.dtype(), x.device())?;
+        let out = (x + p.as_tensor())?;
+        self.vars
+            .lock()
+            .expect("probe lock poisoned")
+            .push((name.to_string(), p));
+        Ok(out)
+    }
+}
+
 /// Everything a worker needs, shared read-only.
 struct Job<'a> {
-    net: FisherNet,
+    /// The model with parameters outside the scope detached.
+    model: Box<dyn TaskModel>,
     slots: Vec<Slot>,
+    /// Taps to probe: the embeddings sum (sparse tables) and the activations.
+    taps: Vec<String>,
     examples: &'a [FisherExample],
     opts: &'a FisherOptions,
-    pad_token: Option<u32>,
     pad_fill: u32,
+    hidden: usize,
     n: usize,
 }
 
@@ -352,16 +382,27 @@ impl Job<'_> {
             .collect();
         let seq_len = encs.iter().map(Encoding::len).max().unwrap_or(0);
         if seq_len == 0 {
-            return Err(Error::Invalid("Fisher: an example has no tokens".into()));
+            return Err(Error::BadInput("Fisher: an example has no tokens".into()));
         }
         let batch = EncodedBatch {
             encodings: encs,
             seq_len,
             pad_id: self.pad_fill,
         };
-        let (ids, types, mask) = batch.padded();
-        let input = batch.to_input(&self.net.device)?;
-        let (out, probes) = self.net.forward(&input)?;
+        let device = self.model.device();
+        let input = batch.to_input(&device)?;
+        let probes = Probes {
+            wanted: &self.taps,
+            vars: Mutex::new(Vec::new()),
+        };
+        let hooks = Hooks {
+            taps: Some(&probes),
+            ..Default::default()
+        };
+        let out = self
+            .model
+            .forward_with(&input, &Mode::eval(), &hooks)?
+            .output;
         let targets: Vec<&FisherTarget> = idx.iter().map(|&i| &self.examples[i].target).collect();
         let loss = targets::batch_loss(
             &out,
@@ -369,27 +410,41 @@ impl Job<'_> {
             idx,
             &self.opts.labels,
             self.opts.soft_loss,
-            &self.net.device,
+            &device,
         )?;
         let grads = loss.backward()?;
+        let mask = input.attention_mask.flatten_all()?.to_vec1::<u32>()?;
         let ntok: usize = mask.iter().map(|&m| m as usize).sum();
         sums.tokens += ntok;
         let how = match self.opts.variant {
             FisherVariant::SquareOfMean => Accumulate::Weighted(idx.len() as f32 / self.n as f32),
             _ => Accumulate::Square,
         };
-        let h = self.net.hidden;
-        let (b, t) = (idx.len(), seq_len);
-        let grad_of = |v: &Option<candle_core::Var>| -> Result<Option<Vec<f32>>> {
-            match v {
-                Some(v) => match grads.get(v.as_tensor()) {
+        let h = self.hidden;
+        let b = idx.len();
+        let probes = probes.vars.into_inner().expect("probe lock poisoned");
+        let grad_of = |name: &str| -> Result<Option<Vec<f32>>> {
+            match probes.iter().find(|(n, _)| n == name) {
+                Some((_, v)) => match grads.get(v.as_tensor()) {
                     Some(g) => Ok(Some(to_f32(g)?)),
                     None => Ok(None),
                 },
                 None => Ok(None),
             }
         };
-        let emb_grad = grad_of(&probes.embeddings)?;
+        let d = self.model.describe();
+        let tables = if self
+            .slots
+            .iter()
+            .any(|s| matches!(s.kind, SlotKind::Table(_)))
+        {
+            Some((
+                self.model.embedding_rows(&input)?,
+                grad_of(&d.embeddings_tap)?,
+            ))
+        } else {
+            None
+        };
 
         for (slot, acc) in self.slots.iter().zip(sums.acc.iter_mut()) {
             match &slot.kind {
@@ -398,52 +453,36 @@ impl Job<'_> {
                         add(acc, &to_f32(g)?, how);
                     }
                 }
-                SlotKind::Word => {
-                    let Some(g) = &emb_grad else { continue };
-                    let mut rows: HashMap<u32, Vec<f32>> = HashMap::new();
-                    for (p, &id) in ids.iter().enumerate() {
-                        if Some(id) == self.pad_token {
+                SlotKind::Table(k) => {
+                    let Some((rows, Some(g))) = &tables else {
+                        continue;
+                    };
+                    let (index, skip) = &rows[*k];
+                    // A row's gradient is the sum of the probe's gradient over
+                    // the positions that read it (within this unit).
+                    let mut sum: BTreeMap<u32, Vec<f32>> = BTreeMap::new();
+                    for (p, &row) in index.iter().enumerate() {
+                        if Some(row) == *skip {
                             continue;
                         }
-                        let r = rows.entry(id).or_insert_with(|| vec![0.0; h]);
+                        let r = sum.entry(row).or_insert_with(|| vec![0.0; h]);
                         r.iter_mut()
                             .zip(&g[p * h..(p + 1) * h])
                             .for_each(|(a, x)| *a += x);
                     }
-                    for (id, r) in rows {
-                        let o = id as usize * h;
+                    for (row, r) in sum {
+                        let o = row as usize * h;
+                        if o + h > acc.len() {
+                            return Err(Error::BadInput(format!(
+                                "Fisher: row {row} is outside `{}`",
+                                slot.name
+                            )));
+                        }
                         add(&mut acc[o..o + h], &r, how);
                     }
                 }
-                SlotKind::Position => {
-                    let Some(g) = &emb_grad else { continue };
-                    let mut rows = vec![0.0f32; t * h];
-                    for i in 0..b {
-                        rows.iter_mut()
-                            .zip(&g[i * t * h..(i + 1) * t * h])
-                            .for_each(|(a, x)| *a += x);
-                    }
-                    add(&mut acc[..t * h], &rows, how);
-                }
-                SlotKind::TokenType => {
-                    let Some(g) = &emb_grad else { continue };
-                    let n_types = slot.len / h;
-                    let mut rows = vec![0.0f32; n_types * h];
-                    for (p, &ty) in types.iter().enumerate() {
-                        let o = ty as usize * h;
-                        rows[o..o + h]
-                            .iter_mut()
-                            .zip(&g[p * h..(p + 1) * h])
-                            .for_each(|(a, x)| *a += x);
-                    }
-                    add(acc, &rows, how);
-                }
-                SlotKind::Context(l) | SlotKind::LayerOutput(l) => {
-                    let probe = match slot.kind {
-                        SlotKind::Context(_) => &probes.context[*l],
-                        _ => &probes.layer_output[*l],
-                    };
-                    let Some(g) = grad_of(probe)? else { continue };
+                SlotKind::Tokens(name) => {
+                    let Some(g) = grad_of(name)? else { continue };
                     let mut s = vec![0.0f32; h];
                     for (p, &m) in mask.iter().enumerate() {
                         if m != 0 {
@@ -454,10 +493,8 @@ impl Job<'_> {
                     }
                     add_activation(acc, &s, ntok, how);
                 }
-                SlotKind::Cls => {
-                    let Some(g) = grad_of(&probes.cls)? else {
-                        continue;
-                    };
+                SlotKind::Sequence(name) => {
+                    let Some(g) = grad_of(name)? else { continue };
                     let mut s = vec![0.0f32; h];
                     for i in 0..b {
                         s.iter_mut()
@@ -497,113 +534,135 @@ fn add_activation(acc: &mut [f32], s: &[f32], ntok: usize, how: Accumulate) {
     }
 }
 
-fn build_slots(model: &BertTaskModel, net: &FisherNet, opts: &FisherOptions) -> Vec<Slot> {
-    let cfg = model.config();
-    let h = cfg.hidden_size;
+/// Which parameters a scope differentiates, by name, from the model's layout.
+struct Liveness<'a> {
+    d: &'a ModelDescription,
+    scope: &'a FisherScope,
+    layers: Vec<bool>,
+    dense_tables: bool,
+}
+
+impl Liveness<'_> {
+    fn is_table(&self, name: &str) -> bool {
+        self.d.embedding_tables.iter().any(|t| t.name == name)
+    }
+
+    fn live(&self, name: &str) -> bool {
+        let d = self.d;
+        if name.starts_with(d.embeddings_prefix.as_str()) {
+            return self.scope.embeddings && (self.dense_tables || !self.is_table(name));
+        }
+        if let Some(i) = d
+            .layer_prefixes
+            .iter()
+            .position(|p| name.starts_with(p.as_str()))
+        {
+            return self.layers[i];
+        }
+        if d.pooler_prefix
+            .as_ref()
+            .is_some_and(|p| name.starts_with(p.as_str()))
+        {
+            return self.scope.pooler;
+        }
+        if name.starts_with(d.backbone_prefix.as_str()) {
+            return false;
+        }
+        self.scope.head
+    }
+}
+
+/// The components, in output order: parameters (and sparse tables) by name,
+/// then the activation taps layer by layer, then the sequence tap.
+fn build_slots(
+    model: &dyn TaskModel,
+    live: &Liveness,
+    opts: &FisherOptions,
+) -> Result<(Vec<Slot>, Vec<String>)> {
+    let d = model.describe();
+    let h = d.hidden_size;
     let mut slots = Vec::new();
-    for (name, w, b) in net.live_dense() {
-        for (suffix, t) in [("weight", w), ("bias", b)] {
+    let mut taps = Vec::new();
+    for (name, var) in model.named_parameters() {
+        if live.live(&name) {
             slots.push(Slot {
-                name: format!("{name}.{suffix}"),
-                len: t.elem_count(),
-                kind: SlotKind::Dense(t),
+                len: var.elem_count(),
+                kind: SlotKind::Dense(var.as_tensor().clone()),
+                name,
             });
         }
     }
-    if opts.scope.embeddings {
-        let tables = [
-            ("word_embeddings", cfg.vocab_size, SlotKind::Word, &net.word),
-            (
-                "position_embeddings",
-                cfg.max_position_embeddings,
-                SlotKind::Position,
-                &net.position,
-            ),
-            (
-                "token_type_embeddings",
-                cfg.type_vocab_size,
-                SlotKind::TokenType,
-                &net.token_type,
-            ),
-        ];
-        for (name, rows, kind, table) in tables {
-            let kind = match opts.embedding_gradients {
-                EmbeddingGradients::Sparse => kind,
-                EmbeddingGradients::Dense => SlotKind::Dense(table.clone()),
-            };
+    if opts.scope.embeddings && !live.dense_tables {
+        for (k, t) in d.embedding_tables.iter().enumerate() {
+            let var = model.parameter(&t.name).ok_or_else(|| {
+                Error::Bug(format!("embedding table `{}` is not a parameter", t.name))
+            })?;
             slots.push(Slot {
-                name: format!("bert.embeddings.{name}.weight"),
-                len: rows * h,
-                kind,
+                name: t.name.clone(),
+                len: var.elem_count(),
+                kind: SlotKind::Table(k),
             });
         }
+        taps.push(d.embeddings_tap.clone());
     }
     slots.sort_by(|a, b| a.name.cmp(&b.name));
-    for (i, &on) in net.live.activation_layers.iter().enumerate() {
-        if on {
-            for (what, kind) in [
-                ("multihead_output", SlotKind::Context(i)),
-                ("layer_output", SlotKind::LayerOutput(i)),
-            ] {
-                slots.push(Slot {
-                    name: format!("bert.encoder.layer.{i}.{what}"),
-                    len: h,
-                    kind,
-                });
+    if opts.scope.activations {
+        for (i, pair) in d.layer_taps.iter().enumerate() {
+            if live.layers[i] {
+                for name in pair {
+                    slots.push(Slot {
+                        name: name.clone(),
+                        len: h,
+                        kind: SlotKind::Tokens(name.clone()),
+                    });
+                    taps.push(name.clone());
+                }
             }
         }
+        if let Some(name) = &d.sequence_tap {
+            slots.push(Slot {
+                name: name.clone(),
+                len: h,
+                kind: SlotKind::Sequence(name.clone()),
+            });
+            taps.push(name.clone());
+        }
     }
-    if net.live.cls {
-        slots.push(Slot {
-            name: "cls_output".into(),
-            len: h,
-            kind: SlotKind::Cls,
-        });
-    }
-    slots
+    Ok((slots, taps))
 }
 
 /// The diagonal Fisher embedding of `model` on `examples` (see the module docs).
 ///
-/// The model is run in eval mode whatever mode it was trained in. Errors on an
-/// empty example list, targets that do not fit the head, or a scope naming a
-/// layer the model lacks.
+/// The model is run in eval mode whatever mode it was trained in, through its
+/// own forward pass: parameters outside the scope are detached
+/// ([`TaskModel::with_live`]) and activations are probed through its taps.
+/// Errors on an empty example list, targets that do not fit the head, or a
+/// scope naming a layer the model lacks.
 pub fn fisher_embedding(
-    model: &BertTaskModel,
+    model: &dyn TaskModel,
     examples: &[FisherExample],
     opts: &FisherOptions,
 ) -> Result<FisherEmbedding> {
     if examples.is_empty() {
-        return Err(Error::Invalid("Fisher: no examples".into()));
+        return Err(Error::BadInput("Fisher: no examples".into()));
     }
-    let cfg = model.config();
-    let n_layers = model.bert.layers.len();
-    let scope = &opts.scope;
-    let layers = layer_flags(&scope.layers, n_layers)?;
-    let has_pooler = !matches!(model.spec, HeadSpec::QuestionAnswering);
-    let dense_tables = opts.embedding_gradients == EmbeddingGradients::Dense;
+    let d = model.describe();
+    let layers = layer_flags(&opts.scope.layers, d.num_layers)?;
     let live = Liveness {
-        embeddings: scope.embeddings,
-        dense_tables,
-        layers: layers.clone(),
-        pooler: scope.pooler && has_pooler,
-        head: scope.head,
-        activation_layers: if scope.activations {
-            layers
-        } else {
-            vec![false; n_layers]
-        },
-        cls: scope.activations && has_pooler,
+        d,
+        scope: &opts.scope,
+        layers,
+        dense_tables: opts.embedding_gradients == EmbeddingGradients::Dense,
     };
-    let net = FisherNet::new(model, live)?;
-    let slots = build_slots(model, &net, opts);
+    let (slots, taps) = build_slots(model, &live, opts)?;
     let job = Job {
-        net,
+        model: model.with_live(&|n| live.live(n))?,
         slots,
+        taps,
         examples,
         opts,
-        pad_token: cfg.pad_token_id,
-        pad_fill: cfg.pad_token_id.unwrap_or(0),
+        pad_fill: d.pad_token_id.unwrap_or(0),
+        hidden: d.hidden_size,
         n: examples.len(),
     };
     let units = job.units();
@@ -621,7 +680,7 @@ pub fn fisher_embedding(
                         let pool = rayon::ThreadPoolBuilder::new()
                             .num_threads(1)
                             .build()
-                            .map_err(|e| Error::Invalid(format!("thread pool: {e}")))?;
+                            .map_err(|e| Error::Bug(format!("thread pool: {e}")))?;
                         pool.install(|| job.run_units(chunk))
                     })
                 })

@@ -80,7 +80,7 @@ fn sampled_targets(logits: &Tensor, indices: &[usize], trials: usize, seed: u64)
 }
 
 fn wrong_kind(what: &str) -> Error {
-    Error::Invalid(format!("Fisher: {what}"))
+    Error::BadInput(format!("Fisher: {what}"))
 }
 
 /// The mean loss of a batch whose examples have global indices `indices`.

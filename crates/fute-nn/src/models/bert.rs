@@ -13,9 +13,39 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Tensor};
 use serde::{Deserialize, Serialize};
 
+use crate::hooks::Hooks;
+use crate::models::Architecture;
 use crate::nn::{Activation, Embedding, LayerNorm, Linear, Mode};
 use crate::params::{Need, Params};
 use crate::{Error, Result};
+
+/// BERT in the registry ([`crate::models::ARCHITECTURES`]).
+pub static ARCHITECTURE: Architecture = Architecture {
+    model_type: "bert",
+    base_prefix: "bert",
+    sequence_class: "BertForSequenceClassification",
+    qa_class: "BertForQuestionAnswering",
+    required_fields: &[
+        "vocab_size",
+        "hidden_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "intermediate_size",
+        "max_position_embeddings",
+    ],
+    encoder_roots: &["embeddings", "encoder"],
+    load: load_folder,
+};
+
+fn load_folder(
+    dir: &Path,
+    spec: crate::task::HeadSpec,
+    opts: &crate::task::BuildOptions,
+) -> Result<Box<dyn crate::task::TaskModel>> {
+    Ok(Box::new(crate::heads::BertTaskModel::from_folder(
+        dir, spec, opts,
+    )?))
+}
 
 fn default_vocab_size() -> usize {
     30522
@@ -155,28 +185,45 @@ impl BertConfig {
     }
 
     fn parse(text: &str, path: &Path) -> Result<Self> {
+        let raw: serde_json::Value = serde_json::from_str(text).map_err(|e| Error::Config {
+            path: PathBuf::from(path),
+            message: format!("not valid JSON: {e}"),
+        })?;
+        Self::parse_as(raw, path, &ARCHITECTURE)
+    }
+
+    /// Reads `raw` (the `config.json` at `path`) as the configuration of `arch`,
+    /// a BERT-family architecture whose config has BERT's fields (RoBERTa):
+    /// its `model_type` must be `arch`'s (or absent), and every field of
+    /// [`Architecture::required_fields`] present.
+    pub(crate) fn parse_as(
+        raw: serde_json::Value,
+        path: &Path,
+        arch: &Architecture,
+    ) -> Result<Self> {
         let err = |message: String| Error::Config {
             path: PathBuf::from(path),
             message,
         };
-        let raw: serde_json::Value =
-            serde_json::from_str(text).map_err(|e| err(format!("not valid JSON: {e}")))?;
+        if let Some(mt) = raw.get("model_type").and_then(|t| t.as_str()) {
+            if mt != arch.model_type {
+                return Err(err(format!(
+                    "model_type `{mt}` is not supported by the {} implementation (only `{}`)",
+                    arch.model_type, arch.model_type
+                )));
+            }
+        }
+        arch.check_required(&raw, path)?;
         let mut cfg: BertConfig = serde_json::from_value(raw.clone())
-            .map_err(|e| err(format!("not a BERT configuration: {e}")))?;
+            .map_err(|e| err(format!("not a {} configuration: {e}", arch.model_type)))?;
         cfg.raw = raw;
         cfg.validate().map_err(err)?;
         Ok(cfg)
     }
 
     /// Checks that this implementation supports the configuration.
+    /// (`model_type` is checked when the file is read, against the registry.)
     pub fn validate(&self) -> std::result::Result<(), String> {
-        if let Some(mt) = &self.model_type {
-            if mt != "bert" {
-                return Err(format!(
-                    "model_type `{mt}` is not supported by the BERT implementation (only `bert`)"
-                ));
-            }
-        }
         if self.position_embedding_type != "absolute" {
             return Err(format!(
                 "position_embedding_type `{}` is not supported (only `absolute`)",
@@ -236,16 +283,8 @@ impl BertConfig {
     }
 }
 
-/// Token ids, token-type ids and attention mask of a padded batch, each `[B, T]` (u32).
-#[derive(Debug, Clone)]
-pub struct BertInput {
-    /// Vocabulary ids.
-    pub input_ids: Tensor,
-    /// Segment ids (0 for the first text, 1 for the second).
-    pub token_type_ids: Tensor,
-    /// 1 for real tokens, 0 for padding.
-    pub attention_mask: Tensor,
-}
+/// The neutral batch under its former name.
+pub type BertInput = crate::task::ModelInput;
 
 /// What the encoder returns.
 #[derive(Debug, Clone)]
@@ -256,113 +295,22 @@ pub struct BertOutput {
     pub pooled_output: Option<Tensor>,
 }
 
-/// A linear layer inside a transformer layer, named by its HF suffix after
-/// `encoder.layer.N.` (where a [`LinearHook`] may add a term).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum LinearSite {
-    /// `attention.self.query`.
-    Query,
-    /// `attention.self.key`.
-    Key,
-    /// `attention.self.value`.
-    Value,
-    /// `attention.output.dense`.
-    AttentionOutput,
-    /// `intermediate.dense`.
-    Intermediate,
-    /// `output.dense`.
-    Output,
-}
+/// The linears of a layer [`Hooks::linear`] sees, relative to the layer's prefix,
+/// in forward order.
+pub const LAYER_LINEARS: [&str; 6] = [
+    "attention.self.query",
+    "attention.self.key",
+    "attention.self.value",
+    "attention.output.dense",
+    "intermediate.dense",
+    "output.dense",
+];
 
-impl LinearSite {
-    /// Every site, in the order of the forward pass.
-    pub const ALL: [LinearSite; 6] = [
-        Self::Query,
-        Self::Key,
-        Self::Value,
-        Self::AttentionOutput,
-        Self::Intermediate,
-        Self::Output,
-    ];
+/// LoRA targets by default (Hu et al. adapt queries and values).
+pub const DEFAULT_LORA_TARGETS: &[&str] = &["query", "value"];
 
-    /// The HF module path after `encoder.layer.N.`.
-    pub fn hf_name(self) -> &'static str {
-        match self {
-            Self::Query => "attention.self.query",
-            Self::Key => "attention.self.key",
-            Self::Value => "attention.self.value",
-            Self::AttentionOutput => "attention.output.dense",
-            Self::Intermediate => "intermediate.dense",
-            Self::Output => "output.dense",
-        }
-    }
-
-    /// Parses a site from its HF path or its last component (`query`, `value`, …).
-    pub fn parse(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|s| {
-            let full = s.hf_name();
-            name == full
-                || (matches!(s, Self::Query | Self::Key | Self::Value)
-                    && full.rsplit('.').next() == Some(name))
-                || (name == "attention_output" && *s == Self::AttentionOutput)
-                || (name == "intermediate" && *s == Self::Intermediate)
-                || (name == "output" && *s == Self::Output)
-        })
-    }
-}
-
-/// Adds a term to the output of a layer's linear maps (LoRA).
-pub trait LinearHook: Send + Sync {
-    /// The term added to `linear(x)` at `site` of layer `layer`, if any
-    /// (`x`: the linear's input, `[B, T, in]`; result `[B, T, out]`).
-    fn delta(&self, layer: usize, site: LinearSite, x: &Tensor) -> Result<Option<Tensor>>;
-}
-
-/// Optional additions to [`BertModel::forward_with_hooks`] for parameter-efficient
-/// tuning. The default (no hooks) computes exactly [`BertModel::forward`].
-#[derive(Default, Clone, Copy)]
-pub struct BertHooks<'a> {
-    /// Soft tokens `[B, P, hidden]` put in front of the word embeddings (prompt
-    /// tuning, as P-tuning v2's `*PromptFor*` classes): position embeddings then
-    /// cover all `P + T` positions, the soft tokens get token type 0, the
-    /// attention mask gets `P` ones in front, and the `P` positions are removed
-    /// from the output again (so `sequence_output` is `[B, T, hidden]` and the
-    /// pooler reads `[CLS]`).
-    pub prompt: Option<&'a Tensor>,
-    /// Per layer, key and value prefixes, each `[B, P, hidden]`, concatenated in
-    /// front of that layer's self-attention keys and values (P-tuning v2); the
-    /// attention mask gets `P` ones in front; positions are untouched.
-    pub prefix: Option<&'a [(Tensor, Tensor)]>,
-    /// Extra terms on the layers' linear maps.
-    pub linear: Option<&'a dyn LinearHook>,
-}
-
-impl std::fmt::Debug for BertHooks<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BertHooks")
-            .field("prompt", &self.prompt.map(|t| t.dims().to_vec()))
-            .field("prefix_layers", &self.prefix.map(|p| p.len()))
-            .field("linear", &self.linear.is_some())
-            .finish()
-    }
-}
-
-fn hooked_linear(
-    lin: &Linear,
-    x: &Tensor,
-    hook: Option<&dyn LinearHook>,
-    layer: usize,
-    site: LinearSite,
-) -> Result<Tensor> {
-    let y = lin.forward(x)?;
-    match hook {
-        Some(h) => match h.delta(layer, site, x)? {
-            Some(d) => Ok((y + d)?),
-            None => Ok(y),
-        },
-        None => Ok(y),
-    }
-}
+/// Name of the tap on the summed embeddings, under the encoder prefix.
+pub const EMBEDDINGS_TAP: &str = "embeddings.sum";
 
 /// Word + position + token-type embeddings, then LayerNorm and dropout.
 #[derive(Debug, Clone)]
@@ -376,6 +324,7 @@ pub struct BertEmbeddings {
     /// `LayerNorm`.
     pub layer_norm: LayerNorm,
     dropout: f64,
+    tap: String,
 }
 
 impl BertEmbeddings {
@@ -408,6 +357,7 @@ impl BertEmbeddings {
             )?,
             layer_norm: LayerNorm::new(&p.pp("LayerNorm"), cfg.hidden_size, cfg.layer_norm_eps, r)?,
             dropout: cfg.hidden_dropout_prob,
+            tap: p.full_name("sum"),
         })
     }
 
@@ -415,12 +365,12 @@ impl BertEmbeddings {
         &self,
         input_ids: &Tensor,
         token_type_ids: &Tensor,
-        prompt: Option<&Tensor>,
         mode: &Mode,
+        hooks: &Hooks,
     ) -> Result<Tensor> {
         let (b, t) = input_ids.dims2()?;
         let words = self.word_embeddings.forward(input_ids)?;
-        let (words, token_type_ids, t) = match prompt {
+        let (words, token_type_ids, t) = match hooks.prompt {
             None => (words, token_type_ids.clone(), t),
             Some(p) => {
                 let np = p.dim(1)?;
@@ -434,7 +384,7 @@ impl BertEmbeddings {
         };
         let max_pos = self.position_embeddings.weight.dim(0)?;
         if t > max_pos {
-            return Err(Error::Invalid(format!(
+            return Err(Error::BadInput(format!(
                 "sequence length {t} exceeds max_position_embeddings {max_pos}"
             )));
         }
@@ -442,6 +392,7 @@ impl BertEmbeddings {
         let pos = self.position_embeddings.forward(&positions)?; // [T, H]
         let types = self.token_type_embeddings.forward(&token_type_ids)?;
         let x = words.broadcast_add(&pos)?.add(&types)?;
+        let x = hooks.tap(&self.tap, x)?;
         let x = self.layer_norm.forward(&x)?;
         mode.dropout(&x, self.dropout)
     }
@@ -483,8 +434,8 @@ impl BertSelfAttention {
         x: &Tensor,
         mask_add: &Tensor,
         mode: &Mode,
-        layer: usize,
-        hooks: &BertHooks,
+        layer: &LayerNames,
+        hooks: &Hooks,
     ) -> Result<Tensor> {
         let (b, t, _) = x.dims3()?;
         let split = |y: Tensor| -> Result<Tensor> {
@@ -493,12 +444,11 @@ impl BertSelfAttention {
                 .transpose(1, 2)?
                 .contiguous()?)
         };
-        let lin = |l: &Linear, site| hooked_linear(l, x, hooks.linear, layer, site);
-        let q = split(lin(&self.query, LinearSite::Query)?)?;
-        let mut k = split(lin(&self.key, LinearSite::Key)?)?;
-        let mut v = split(lin(&self.value, LinearSite::Value)?)?;
+        let q = split(hooks.linear(&self.query, &layer.linears[0], x)?)?;
+        let mut k = split(hooks.linear(&self.key, &layer.linears[1], x)?)?;
+        let mut v = split(hooks.linear(&self.value, &layer.linears[2], x)?)?;
         if let Some(prefix) = hooks.prefix {
-            let (pk, pv) = &prefix[layer];
+            let (pk, pv) = &prefix[layer.index];
             k = Tensor::cat(&[&split(pk.to_dtype(x.dtype())?)?, &k], 2)?;
             v = Tensor::cat(&[&split(pv.to_dtype(x.dtype())?)?, &v], 2)?;
         }
@@ -545,13 +495,10 @@ impl BertResidualOutput {
         x: &Tensor,
         residual: &Tensor,
         mode: &Mode,
-        dense: (usize, LinearSite, Option<&dyn LinearHook>),
+        dense: (&Hooks, &str),
     ) -> Result<Tensor> {
-        let (layer, site, hook) = dense;
-        let y = mode.dropout(
-            &hooked_linear(&self.dense, x, hook, layer, site)?,
-            self.dropout,
-        )?;
+        let (hooks, name) = dense;
+        let y = mode.dropout(&hooks.linear(&self.dense, name, x)?, self.dropout)?;
         self.layer_norm.forward(&(y + residual)?)
     }
 }
@@ -568,11 +515,27 @@ pub struct BertLayer {
     /// `output`.
     pub output: BertResidualOutput,
     activation: Activation,
+    names: LayerNames,
+}
+
+/// A layer's index and the full names of its hookable linears and taps.
+#[derive(Debug, Clone)]
+struct LayerNames {
+    index: usize,
+    /// [`LAYER_LINEARS`] under the layer's prefix.
+    linears: [String; 6],
+    /// `multihead_output` (attention context) and `layer_output`.
+    taps: [String; 2],
 }
 
 impl BertLayer {
-    fn new(p: &Params, cfg: &BertConfig) -> Result<Self> {
+    pub(crate) fn new(p: &Params, cfg: &BertConfig, index: usize) -> Result<Self> {
         let pa = p.pp("attention");
+        let names = LayerNames {
+            index,
+            linears: LAYER_LINEARS.map(|l| p.full_name(l)),
+            taps: ["multihead_output", "layer_output"].map(|t| p.full_name(t)),
+        };
         Ok(Self {
             attention_self: BertSelfAttention::new(&pa.pp("self"), cfg)?,
             attention_output: BertResidualOutput::new(&pa.pp("output"), cfg, cfg.hidden_size)?,
@@ -585,37 +548,28 @@ impl BertLayer {
             )?,
             output: BertResidualOutput::new(&p.pp("output"), cfg, cfg.intermediate_size)?,
             activation: cfg.activation(),
+            names,
         })
     }
 
-    fn forward(
+    /// The layer on `x` `[B, T, H]` with the additive mask `[B, 1, 1, P + T]`.
+    pub(crate) fn forward(
         &self,
         x: &Tensor,
         mask_add: &Tensor,
         mode: &Mode,
-        layer: usize,
-        hooks: &BertHooks,
+        hooks: &Hooks,
     ) -> Result<Tensor> {
-        let hook = hooks.linear;
-        let ctx = self
-            .attention_self
-            .forward(x, mask_add, mode, layer, hooks)?;
-        let a = self.attention_output.forward(
-            &ctx,
-            x,
-            mode,
-            (layer, LinearSite::AttentionOutput, hook),
-        )?;
-        let inter = hooked_linear(
-            &self.intermediate,
-            &a,
-            hook,
-            layer,
-            LinearSite::Intermediate,
-        )?;
+        let n = &self.names;
+        let ctx = self.attention_self.forward(x, mask_add, mode, n, hooks)?;
+        let ctx = hooks.tap(&n.taps[0], ctx)?;
+        let a = self
+            .attention_output
+            .forward(&ctx, x, mode, (hooks, &n.linears[3]))?;
+        let inter = hooks.linear(&self.intermediate, &n.linears[4], &a)?;
         let h = self.activation.forward(&inter)?;
-        self.output
-            .forward(&h, &a, mode, (layer, LinearSite::Output, hook))
+        let o = self.output.forward(&h, &a, mode, (hooks, &n.linears[5]))?;
+        hooks.tap(&n.taps[1], o)
     }
 }
 
@@ -659,7 +613,7 @@ impl BertModel {
         let embeddings = BertEmbeddings::new(&p.pp("embeddings"), cfg)?;
         let pe = p.pp("encoder").pp("layer");
         let layers = (0..cfg.num_hidden_layers)
-            .map(|i| BertLayer::new(&pe.pp(i), cfg))
+            .map(|i| BertLayer::new(&pe.pp(i), cfg, i))
             .collect::<Result<Vec<_>>>()?;
         let pooler = if with_pooler {
             Some(BertPooler {
@@ -689,89 +643,40 @@ impl BertModel {
 
     /// Runs the encoder on a padded batch.
     pub fn forward(&self, input: &BertInput, mode: &Mode) -> Result<BertOutput> {
-        self.forward_with_hooks(input, mode, &BertHooks::default())
+        self.forward_with_hooks(input, mode, &Hooks::default())
     }
 
-    /// Runs the encoder with parameter-efficient additions (see [`BertHooks`]);
-    /// with no hooks this is [`BertModel::forward`].
+    /// Runs the encoder with parameter-efficient additions and taps (see
+    /// [`Hooks`]); with no hooks this is [`BertModel::forward`].
     pub fn forward_with_hooks(
         &self,
         input: &BertInput,
         mode: &Mode,
-        hooks: &BertHooks,
+        hooks: &Hooks,
     ) -> Result<BertOutput> {
         let dtype = self.dtype();
         let (b, t) = input.input_ids.dims2()?;
-        for (name, x) in [
-            ("token_type_ids", &input.token_type_ids),
-            ("attention_mask", &input.attention_mask),
-        ] {
-            if x.dims() != [b, t] {
-                return Err(Error::Invalid(format!(
-                    "{name} has shape {:?}, input_ids {:?}",
-                    x.dims(),
+        let token_type_ids = match &input.token_type_ids {
+            Some(tt) if tt.dims() != [b, t] => {
+                return Err(Error::BadInput(format!(
+                    "token_type_ids has shape {:?}, input_ids {:?}",
+                    tt.dims(),
                     [b, t]
-                )));
+                )))
             }
-        }
-        // Additive mask: 0 where attended, the dtype's lowest finite value on padding
-        // keys (what HF uses), broadcast over heads and queries.
-        let min = match dtype {
-            DType::F64 => f64::MIN,
-            _ => f32::MIN as f64,
+            Some(tt) => tt.clone(),
+            None => input.input_ids.zeros_like()?,
         };
-        let mut keep = input.attention_mask.to_dtype(dtype)?;
-        let n_prompt = match hooks.prompt {
-            Some(p) => {
-                let (pb, np, ph) = p.dims3()?;
-                if pb != b || ph != self.config.hidden_size {
-                    return Err(Error::Invalid(format!(
-                        "prompt has shape {:?}, expected [{b}, P, {}]",
-                        p.dims(),
-                        self.config.hidden_size
-                    )));
-                }
-                np
-            }
-            None => 0,
-        };
-        let mut n_prefix = 0;
-        if let Some(prefix) = hooks.prefix {
-            if prefix.len() != self.layers.len() {
-                return Err(Error::Invalid(format!(
-                    "{} prefix pairs for {} layers",
-                    prefix.len(),
-                    self.layers.len()
-                )));
-            }
-            n_prefix = prefix[0].0.dim(1)?;
-            for (k, v) in prefix {
-                for p in [k, v] {
-                    if p.dims() != [b, n_prefix, self.config.hidden_size] {
-                        return Err(Error::Invalid(format!(
-                            "prefix has shape {:?}, expected [{b}, {n_prefix}, {}]",
-                            p.dims(),
-                            self.config.hidden_size
-                        )));
-                    }
-                }
-            }
-        }
-        let extra = n_prompt + n_prefix;
-        if extra > 0 {
-            keep = Tensor::cat(
-                &[&Tensor::ones((b, extra), dtype, keep.device())?, &keep],
-                1,
-            )?;
-        }
-        let mask_add = ((keep.affine(-1.0, 1.0)?) * min)?.reshape((b, 1, 1, t + extra))?;
+        let (n_prompt, n_prefix) = hooks.check(b, self.layers.len(), self.config.hidden_size)?;
+        let mask_add =
+            crate::nn::additive_mask(&input.attention_mask, (b, t), n_prompt + n_prefix, dtype)?;
         // Queries and keys of the tokens (incl. soft prompt tokens) see the whole
         // mask; prefix keys come first, so the token part starts after them.
-        let mut x =
-            self.embeddings
-                .forward(&input.input_ids, &input.token_type_ids, hooks.prompt, mode)?;
-        for (i, layer) in self.layers.iter().enumerate() {
-            x = layer.forward(&x, &mask_add, mode, i, hooks)?;
+        let mut x = self
+            .embeddings
+            .forward(&input.input_ids, &token_type_ids, mode, hooks)?;
+        for layer in &self.layers {
+            x = layer.forward(&x, &mask_add, mode, hooks)?;
         }
         if n_prompt > 0 {
             x = x.narrow(1, n_prompt, t)?;

@@ -128,12 +128,12 @@ fn gemm_bias<T: Real + 'static>(x: &[T], w: &[T], b: &[T], m: usize, n: usize, k
 pub fn linear(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tensor> {
     let dims = x.dims().to_vec();
     let in_dim = *dims.last().ok_or_else(|| {
-        crate::Error::Invalid("linear: input must have at least one dimension".into())
+        crate::Error::Bug("linear: input must have at least one dimension".into())
     })?;
     let rows: usize = dims[..dims.len() - 1].iter().product();
     let (out_dim, w_in) = weight.dims2()?;
     if w_in != in_dim || bias.dims() != [out_dim] {
-        return Err(crate::Error::Invalid(format!(
+        return Err(crate::Error::Bug(format!(
             "linear: input {:?}, weight {:?}, bias {:?} do not fit",
             dims,
             weight.dims(),

@@ -146,7 +146,7 @@ impl CustomOp2 for SoftmaxBwd {
 pub fn masked_softmax(scores: &Tensor, mask: &Tensor, scale: f64) -> Result<Tensor> {
     let (b, h, t, k) = scores.dims4()?;
     if mask.elem_count() != b * k {
-        return Err(crate::Error::Invalid(format!(
+        return Err(crate::Error::Bug(format!(
             "attention mask has shape {:?}, expected {} elements for scores {:?}",
             mask.dims(),
             b * k,

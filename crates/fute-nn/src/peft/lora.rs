@@ -2,7 +2,9 @@
 
 use candle_core::Tensor;
 
-use crate::models::bert::{LinearHook, LinearSite};
+use std::collections::BTreeMap;
+
+use crate::hooks::LinearHook;
 use crate::Result;
 
 /// One adapter pair on one linear map.
@@ -14,22 +16,18 @@ pub struct LoraPair {
     pub b: Tensor,
 }
 
-/// LoRA adapters of every layer, indexed by layer and site.
+/// LoRA adapters, by the full HF name of the linear they adapt.
 #[derive(Debug, Clone)]
 pub struct LoraAdapters {
-    /// `pairs[layer]`: the adapted sites of that layer.
-    pub pairs: Vec<Vec<(LinearSite, LoraPair)>>,
+    /// Adapter pair of each adapted linear.
+    pub pairs: BTreeMap<String, LoraPair>,
     /// `alpha / rank`.
     pub scale: f64,
 }
 
 impl LinearHook for LoraAdapters {
-    fn delta(&self, layer: usize, site: LinearSite, x: &Tensor) -> Result<Option<Tensor>> {
-        let Some((_, p)) = self
-            .pairs
-            .get(layer)
-            .and_then(|l| l.iter().find(|(s, _)| *s == site))
-        else {
+    fn delta(&self, name: &str, x: &Tensor) -> Result<Option<Tensor>> {
+        let Some(p) = self.pairs.get(name) else {
             return Ok(None);
         };
         let dims = x.dims().to_vec();

@@ -5,15 +5,17 @@
 //! | --- | --- | --- |
 //! | prefix (P-tuning v2) | `prefix_encoder.*`: keys/values in front of every layer's attention | mean over positions (TuPaTE) or over layers (FUTE), or the full table |
 //! | prompt tuning | `prefix_encoder.weight`: `P` soft tokens before the word embeddings | mean over positions (TuPaTE), or the full table |
-//! | LoRA | `bert.encoder.layer.N.<site>.lora_A` / `lora_B` | every LoRA tensor, by name |
-//! | BitFit | every `bert.…bias` | every encoder bias, by name |
+//! | LoRA | `<linear>.lora_A` / `lora_B` on the targeted linears (e.g. `bert.encoder.layer.N.attention.self.query`) | every LoRA tensor, by name |
+//! | BitFit | every backbone `….bias` | every backbone bias, by name |
 //!
-//! [`Peft::attach`] adds the modules' parameters to the model's `VarMap` (seeded
-//! initialisation; names as in TuPaTE / loralib) and makes
-//! [`BertTaskModel::forward`] use them. [`Peft::trainable_names`] is what
-//! [`crate::train::TrainConfig::trainable`] should get: the backbone stays
-//! bit-for-bit frozen, the task head is trained (as in FUTE and TuPaTE) but is
-//! not part of the vector ([`Peft::task_vector`]).
+//! Works on any [`TaskModel`]: [`Peft::attach`] adds the modules' parameters to
+//! the model's `VarMap` (seeded initialisation; names as in TuPaTE / loralib),
+//! and [`Adapted`] wraps the model so its forward pass gets the modules as
+//! [`Hooks`] (the model never names PEFT). LoRA targets are chosen by HF linear
+//! name ([`crate::task::ModelDescription::lora_targets`]).
+//! [`Peft::trainable_names`] is what [`crate::train::TrainConfig::trainable`]
+//! should get: the backbone stays bit-for-bit frozen, the task head is trained
+//! (as in FUTE and TuPaTE) but is not part of the vector ([`Peft::task_vector`]).
 //!
 //! Choices (documented deviations from the references):
 //! * prompt tuning: soft tokens are prepended to the word embeddings, so position
@@ -32,14 +34,17 @@ mod prefix;
 pub use lora::{LoraAdapters, LoraPair};
 pub use prefix::PrefixEncoder;
 
+use std::path::Path;
 use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor, Var, D};
+use candle_nn::VarMap;
 
-use crate::heads::BertTaskModel;
-use crate::models::bert::{BertHooks, BertInput, BertModel, BertOutput, LinearSite};
+use crate::checkpoint::SaveOptions;
+use crate::hooks::Hooks;
 use crate::nn::{Linear, Mode};
 use crate::rng::SeededRng;
+use crate::task::{Forward, HeadSpec, ModelDescription, ModelInput, TaskModel};
 use crate::{Error, Result};
 
 /// Prefix tuning (P-tuning v2, TuPaTE `--prefix`).
@@ -84,8 +89,11 @@ pub struct LoraConfig {
     pub rank: usize,
     /// Scale numerator: the update is `(alpha / r) · B A x`.
     pub alpha: f64,
-    /// Which linear maps of every layer get adapters.
-    pub targets: Vec<LinearSite>,
+    /// Which linear maps of every layer get adapters, by HF name (`query`,
+    /// `attention.self.value`, `q_lin`, …; see
+    /// [`crate::task::ModelDescription::lora_targets`]); empty = the
+    /// architecture's default (`query,value` for BERT).
+    pub targets: Vec<String>,
 }
 
 impl Default for LoraConfig {
@@ -93,7 +101,7 @@ impl Default for LoraConfig {
         Self {
             rank: 8,
             alpha: 16.0,
-            targets: vec![LinearSite::Query, LinearSite::Value],
+            targets: Vec::new(),
         }
     }
 }
@@ -154,7 +162,7 @@ enum Modules {
     BitFit,
 }
 
-/// Parameter-efficient modules attached to a [`BertTaskModel`].
+/// Parameter-efficient modules attached to a [`TaskModel`].
 #[derive(Debug, Clone)]
 pub struct Peft {
     /// The settings they were built with.
@@ -182,7 +190,7 @@ enum Dist {
 
 /// Creates, registers and returns a fresh parameter (seeded by `seed` and its name).
 struct Maker<'a> {
-    model: &'a BertTaskModel,
+    varmap: &'a VarMap,
     seed: u64,
     dtype: DType,
     device: Device,
@@ -202,14 +210,9 @@ impl Maker<'_> {
         };
         let t = Tensor::from_vec(values, shape, &self.device)?.to_dtype(self.dtype)?;
         let var = Var::from_tensor(&t)?;
-        let mut data = self
-            .model
-            .varmap
-            .data()
-            .lock()
-            .expect("VarMap lock poisoned");
+        let mut data = self.varmap.data().lock().expect("VarMap lock poisoned");
         if data.contains_key(name) {
-            return Err(Error::Invalid(format!(
+            return Err(Error::BadInput(format!(
                 "parameter `{name}` already exists (PEFT attached twice?)"
             )));
         }
@@ -236,35 +239,27 @@ fn to_f32(t: &Tensor) -> Result<Vec<f32>> {
 }
 
 impl Peft {
-    /// Adds the modules of `config` to `model` (fresh parameters seeded by `seed`).
-    pub fn attach(model: &mut BertTaskModel, config: &PeftConfig, seed: u64) -> Result<()> {
-        if model.peft.is_some() {
-            return Err(Error::Invalid(
-                "the model already has parameter-efficient modules".into(),
-            ));
-        }
-        let cfg = model.config().clone();
-        let (layers, hidden) = (cfg.num_hidden_layers, cfg.hidden_size);
+    /// Adds the parameters of `config`'s modules to `model`'s `VarMap` (fresh,
+    /// seeded by `seed`) and returns the modules; [`Peft::adapt`] also wraps the
+    /// model so its forward pass uses them. Errors on bad settings, unknown
+    /// LoRA targets (listing the valid ones) or modules attached twice.
+    pub fn attach(model: &dyn TaskModel, config: &PeftConfig, seed: u64) -> Result<Peft> {
+        let d = model.describe();
+        let (layers, hidden) = (d.num_layers, d.hidden_size);
         let mut mk = Maker {
-            model,
+            varmap: model.varmap(),
             seed,
-            dtype: model.bert.dtype(),
-            device: model
-                .bert
-                .embeddings
-                .word_embeddings
-                .weight
-                .device()
-                .clone(),
+            dtype: model.dtype(),
+            device: model.device(),
             names: Vec::new(),
         };
         let modules = match config {
             PeftConfig::Prefix(c) => {
                 if c.len == 0 {
-                    return Err(Error::Invalid("prefix length must be at least 1".into()));
+                    return Err(Error::BadInput("prefix length must be at least 1".into()));
                 }
                 if !(0.0..1.0).contains(&c.dropout) {
-                    return Err(Error::Invalid(format!(
+                    return Err(Error::BadInput(format!(
                         "prefix dropout must be in [0, 1), got {}",
                         c.dropout
                     )));
@@ -280,7 +275,7 @@ impl Peft {
                         None,
                     ),
                     Some(0) => {
-                        return Err(Error::Invalid(
+                        return Err(Error::BadInput(
                             "prefix projection width must be at least 1".into(),
                         ))
                     }
@@ -305,7 +300,7 @@ impl Peft {
             }
             PeftConfig::PromptTuning(c) => {
                 if c.len == 0 {
-                    return Err(Error::Invalid("prompt length must be at least 1".into()));
+                    return Err(Error::BadInput("prompt length must be at least 1".into()));
                 }
                 Modules::Prompt(mk.make(
                     "prefix_encoder.weight",
@@ -314,28 +309,18 @@ impl Peft {
                 )?)
             }
             PeftConfig::Lora(c) => {
-                if c.rank == 0 || c.targets.is_empty() {
-                    return Err(Error::Invalid(
-                        "LoRA needs a rank of at least 1 and at least one target".into(),
-                    ));
+                if c.rank == 0 {
+                    return Err(Error::BadInput("LoRA needs a rank of at least 1".into()));
                 }
-                let mut pairs = Vec::with_capacity(layers);
-                for (i, layer) in model.bert.layers.iter().enumerate() {
-                    let mut sites = Vec::new();
-                    for &site in &c.targets {
-                        if sites.iter().any(|(s, _)| *s == site) {
-                            continue;
-                        }
-                        let lin = match site {
-                            LinearSite::Query => &layer.attention_self.query,
-                            LinearSite::Key => &layer.attention_self.key,
-                            LinearSite::Value => &layer.attention_self.value,
-                            LinearSite::AttentionOutput => &layer.attention_output.dense,
-                            LinearSite::Intermediate => &layer.intermediate,
-                            LinearSite::Output => &layer.output.dense,
-                        };
-                        let (out_dim, in_dim) = lin.weight.dims2()?;
-                        let base = format!("bert.encoder.layer.{i}.{}", site.hf_name());
+                let targets = d.lora_targets(&c.targets)?;
+                let mut pairs = std::collections::BTreeMap::new();
+                for prefix in &d.layer_prefixes {
+                    for t in &targets {
+                        let base = format!("{prefix}{t}");
+                        let w = model.parameter(&format!("{base}.weight")).ok_or_else(|| {
+                            Error::Bug(format!("linear `{base}` has no weight parameter"))
+                        })?;
+                        let (out_dim, in_dim) = w.dims2()?;
                         let a = mk.make(
                             &format!("{base}.lora_A"),
                             &[c.rank, in_dim],
@@ -343,9 +328,8 @@ impl Peft {
                         )?;
                         let b =
                             mk.make(&format!("{base}.lora_B"), &[out_dim, c.rank], Dist::Zeros)?;
-                        sites.push((site, LoraPair { a, b }));
+                        pairs.insert(base, LoraPair { a, b });
                     }
-                    pairs.push(sites);
                 }
                 Modules::Lora(Arc::new(LoraAdapters {
                     pairs,
@@ -356,12 +340,17 @@ impl Peft {
         };
         let mut names = mk.names;
         names.sort();
-        model.peft = Some(Peft {
+        Ok(Peft {
             config: config.clone(),
             modules,
             names,
-        });
-        Ok(())
+        })
+    }
+
+    /// [`Peft::attach`], then `model` wrapped so its forward pass uses the modules.
+    pub fn adapt<M: TaskModel>(model: M, config: &PeftConfig, seed: u64) -> Result<Adapted<M>> {
+        let peft = Self::attach(&model, config, seed)?;
+        Ok(Adapted { model, peft })
     }
 
     /// Names of the modules' own parameters (empty for BitFit), sorted.
@@ -370,15 +359,16 @@ impl Peft {
     }
 
     /// The parameters to train: the modules' own, the task head's and, for
-    /// BitFit, every encoder bias. Everything else stays frozen.
-    pub fn trainable_names(&self, model: &BertTaskModel) -> Vec<String> {
+    /// BitFit, every backbone bias. Everything else stays frozen.
+    pub fn trainable_names(&self, model: &dyn TaskModel) -> Vec<String> {
+        let backbone = &model.describe().backbone_prefix;
         let mut out: Vec<String> = model
             .named_parameters()
             .into_iter()
             .map(|(n, _)| n)
             .filter(|n| {
                 self.names.contains(n)
-                    || !n.starts_with("bert.")
+                    || !n.starts_with(backbone.as_str())
                     || (matches!(self.modules, Modules::BitFit) && n.ends_with(".bias"))
             })
             .collect();
@@ -386,40 +376,93 @@ impl Peft {
         out
     }
 
-    /// The encoder pass with the modules in place (see [`BertHooks`]).
-    pub fn forward_encoder(
+    /// Runs `f` with the hooks that put the modules into a forward pass over a
+    /// batch of `batch` examples (prefix dropout follows `mode`), keeping the
+    /// taps of `outer`.
+    pub fn with_hooks<R>(
         &self,
-        bert: &BertModel,
-        input: &BertInput,
+        batch: usize,
         mode: &Mode,
-    ) -> Result<BertOutput> {
-        let b = input.input_ids.dim(0)?;
+        outer: &Hooks,
+        f: impl FnOnce(&Hooks) -> Result<R>,
+    ) -> Result<R> {
+        let base = Hooks {
+            taps: outer.taps,
+            ..Default::default()
+        };
         match &self.modules {
             Modules::Prefix(p) => {
-                let kv = p.keys_values(b, mode)?;
-                let hooks = BertHooks {
+                let kv = p.keys_values(batch, mode)?;
+                f(&Hooks {
                     prefix: Some(&kv),
-                    ..Default::default()
-                };
-                bert.forward_with_hooks(input, mode, &hooks)
+                    ..base
+                })
             }
             Modules::Prompt(table) => {
                 let (n, h) = table.dims2()?;
-                let prompt = table.unsqueeze(0)?.broadcast_as((b, n, h))?.contiguous()?;
-                let hooks = BertHooks {
+                let prompt = table
+                    .unsqueeze(0)?
+                    .broadcast_as((batch, n, h))?
+                    .contiguous()?;
+                f(&Hooks {
                     prompt: Some(&prompt),
-                    ..Default::default()
-                };
-                bert.forward_with_hooks(input, mode, &hooks)
+                    ..base
+                })
             }
-            Modules::Lora(l) => {
-                let hooks = BertHooks {
-                    linear: Some(l.as_ref()),
-                    ..Default::default()
-                };
-                bert.forward_with_hooks(input, mode, &hooks)
+            Modules::Lora(l) => f(&Hooks {
+                linear: Some(l.as_ref()),
+                ..base
+            }),
+            Modules::BitFit => f(&base),
+        }
+    }
+
+    /// The same modules on the same tensors, those whose name fails `live`
+    /// detached (see [`TaskModel::with_live`]).
+    fn with_live(&self, live: &dyn Fn(&str) -> bool) -> Peft {
+        let keep = |t: &Tensor, name: &str| {
+            if live(name) {
+                t.clone()
+            } else {
+                t.detach()
             }
-            Modules::BitFit => bert.forward(input, mode),
+        };
+        let lin = |l: &Linear, name: &str| Linear {
+            weight: keep(&l.weight, &format!("{name}.weight")),
+            bias: keep(&l.bias, &format!("{name}.bias")),
+        };
+        let modules = match &self.modules {
+            Modules::Prefix(p) => Modules::Prefix(PrefixEncoder {
+                embedding: keep(&p.embedding, "prefix_encoder.embedding.weight"),
+                trans: p.trans.as_ref().map(|(a, b)| {
+                    (
+                        lin(a, "prefix_encoder.trans.0"),
+                        lin(b, "prefix_encoder.trans.2"),
+                    )
+                }),
+                ..p.clone()
+            }),
+            Modules::Prompt(t) => Modules::Prompt(keep(t, "prefix_encoder.weight")),
+            Modules::Lora(l) => Modules::Lora(Arc::new(LoraAdapters {
+                pairs: l
+                    .pairs
+                    .iter()
+                    .map(|(n, p)| {
+                        let pair = LoraPair {
+                            a: keep(&p.a, &format!("{n}.lora_A")),
+                            b: keep(&p.b, &format!("{n}.lora_B")),
+                        };
+                        (n.clone(), pair)
+                    })
+                    .collect(),
+                scale: l.scale,
+            })),
+            Modules::BitFit => Modules::BitFit,
+        };
+        Peft {
+            config: self.config.clone(),
+            modules,
+            names: self.names.clone(),
         }
     }
 
@@ -429,12 +472,12 @@ impl Peft {
     /// LoRA and BitFit give one component per tuned tensor, by name.
     pub fn task_vector(
         &self,
-        model: &BertTaskModel,
+        model: &dyn TaskModel,
         reduce: Reduce,
     ) -> Result<Vec<(String, Vec<f32>)>> {
         match &self.modules {
             Modules::Prefix(p) => {
-                let heads = model.config().num_attention_heads;
+                let heads = model.describe().num_attention_heads;
                 let (name, t) = match reduce {
                     Reduce::Positions => ("prefix.mean_over_positions", p.mean_over_positions()?),
                     Reduce::Layers => ("prefix.mean_over_layers", p.mean_over_layers(heads)?),
@@ -447,7 +490,7 @@ impl Peft {
                     Reduce::Positions => ("prompt.mean_over_positions", table.mean(D::Minus2)?),
                     Reduce::Full => ("prompt.tokens", table.clone()),
                     Reduce::Layers => {
-                        return Err(Error::Invalid(
+                        return Err(Error::BadInput(
                             "prompt tuning has one table for all layers: reduce by positions \
                              or keep it full"
                                 .into(),
@@ -458,14 +501,17 @@ impl Peft {
             }
             Modules::Lora(_) => self.components(model, |n| self.names.iter().any(|m| m == n)),
             Modules::BitFit => {
-                self.components(model, |n| n.starts_with("bert.") && n.ends_with(".bias"))
+                let backbone = model.describe().backbone_prefix.clone();
+                self.components(model, |n| {
+                    n.starts_with(backbone.as_str()) && n.ends_with(".bias")
+                })
             }
         }
     }
 
     fn components(
         &self,
-        model: &BertTaskModel,
+        model: &dyn TaskModel,
         keep: impl Fn(&str) -> bool,
     ) -> Result<Vec<(String, Vec<f32>)>> {
         model
@@ -474,5 +520,60 @@ impl Peft {
             .filter(|(n, _)| keep(n))
             .map(|(n, v)| Ok((n, to_f32(v.as_tensor())?)))
             .collect()
+    }
+}
+
+/// A task model with parameter-efficient modules: its forward pass is the
+/// wrapped model's with the modules' [`Hooks`]; everything else is the wrapped
+/// model's (the modules' parameters are in its `VarMap`).
+#[derive(Debug, Clone)]
+pub struct Adapted<M> {
+    /// The wrapped model.
+    pub model: M,
+    /// The modules.
+    pub peft: Peft,
+}
+
+impl<M: TaskModel> TaskModel for Adapted<M> {
+    fn describe(&self) -> &ModelDescription {
+        self.model.describe()
+    }
+
+    fn head(&self) -> HeadSpec {
+        self.model.head()
+    }
+
+    fn varmap(&self) -> &VarMap {
+        self.model.varmap()
+    }
+
+    fn forward_with(&self, input: &ModelInput, mode: &Mode, hooks: &Hooks) -> Result<Forward> {
+        if hooks.prompt.is_some() || hooks.prefix.is_some() || hooks.linear.is_some() {
+            return Err(Error::Bug(
+                "an adapted model takes no further prompt, prefix or linear hooks".into(),
+            ));
+        }
+        let b = input.input_ids.dim(0)?;
+        self.peft
+            .with_hooks(b, mode, hooks, |h| self.model.forward_with(input, mode, h))
+    }
+
+    fn with_live(&self, live: &dyn Fn(&str) -> bool) -> Result<Box<dyn TaskModel>> {
+        Ok(Box::new(Adapted {
+            model: self.model.with_live(live)?,
+            peft: self.peft.with_live(live),
+        }))
+    }
+
+    fn embedding_rows(&self, input: &ModelInput) -> Result<Vec<(Vec<u32>, Option<u32>)>> {
+        self.model.embedding_rows(input)
+    }
+
+    fn hf_config(&self, opts: &SaveOptions) -> Result<serde_json::Value> {
+        self.model.hf_config(opts)
+    }
+
+    fn source_dir(&self) -> Option<&Path> {
+        self.model.source_dir()
     }
 }

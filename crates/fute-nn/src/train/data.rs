@@ -2,8 +2,8 @@
 
 use candle_core::{Device, Tensor};
 
-use crate::models::bert::BertInput;
 use crate::rng::SeededRng;
+use crate::task::ModelInput;
 use crate::tokenize::{EncodedBatch, Encoding};
 use crate::Result;
 
@@ -80,7 +80,7 @@ pub fn pad_batch(encodings: Vec<Encoding>, pad_id: u32) -> EncodedBatch {
 }
 
 /// Model input for a batch of examples, padded to the longest one.
-pub fn batch_input(examples: &[&TrainExample], pad_id: u32, device: &Device) -> Result<BertInput> {
+pub fn batch_input(examples: &[&TrainExample], pad_id: u32, device: &Device) -> Result<ModelInput> {
     let encs = examples.iter().map(|e| e.encoding.clone()).collect();
     pad_batch(encs, pad_id).to_input(device)
 }
@@ -100,7 +100,7 @@ pub enum BatchTargets {
 
 /// Stacks the targets of a batch; an error when kinds are mixed.
 pub fn batch_targets(examples: &[&TrainExample], device: &Device) -> Result<BatchTargets> {
-    let mixed = || crate::Error::Invalid("a batch mixes target kinds".into());
+    let mixed = || crate::Error::BadInput("a batch mixes target kinds".into());
     match examples.first().map(|e| &e.target) {
         Some(TrainTarget::Label(_)) => {
             let v = examples
@@ -119,7 +119,7 @@ pub fn batch_targets(examples: &[&TrainExample], device: &Device) -> Result<Batc
                 match &ex.target {
                     TrainTarget::Soft(p) if p.len() == c => v.extend_from_slice(p),
                     TrainTarget::Soft(_) => {
-                        return Err(crate::Error::Invalid(
+                        return Err(crate::Error::BadInput(
                             "soft targets of one batch have different numbers of classes".into(),
                         ))
                     }
@@ -158,16 +158,13 @@ pub fn batch_targets(examples: &[&TrainExample], device: &Device) -> Result<Batc
                 Tensor::new(e, device)?,
             ))
         }
-        None => Err(crate::Error::Invalid("empty batch".into())),
+        None => Err(crate::Error::BadInput("empty batch".into())),
     }
 }
 
 /// The device a model's parameters live on.
-pub fn model_device(model: &crate::heads::BertTaskModel) -> Device {
-    model
-        .named_parameters()
-        .first()
-        .map_or(Device::Cpu, |(_, v)| v.device().clone())
+pub fn model_device(model: &dyn crate::task::TaskModel) -> Device {
+    model.device()
 }
 
 #[cfg(test)]

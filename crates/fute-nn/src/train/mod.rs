@@ -1,4 +1,4 @@
-//! Fine-tuning a [`BertTaskModel`]: AdamW, linear warm-up/decay, clipping,
+//! Fine-tuning a [`crate::TaskModel`] (any architecture): AdamW, linear warm-up/decay, clipping,
 //! gradient accumulation, seeded shuffling, dynamic padding, per-epoch dev
 //! evaluation with early stopping (best weights kept), progress events and
 //! resumable checkpoints.

@@ -251,7 +251,7 @@ fn range(l: &Layout) -> candle_core::Result<std::ops::Range<usize>> {
 fn update_in_place(p: &Tensor, m: &Tensor, v: &Tensor, g: &Tensor, h: &Hyper) -> Result<()> {
     let (gs, gl) = g.storage_and_layout();
     let Storage::Cpu(gs) = &*gs else {
-        return Err(crate::Error::Invalid(
+        return Err(crate::Error::BadInput(
             "AdamW: gradient is not on the CPU".into(),
         ));
     };

@@ -1,7 +1,7 @@
 //! Batched inference in eval mode and QA span decoding.
 
-use crate::heads::{BertTaskModel, TaskOutput};
 use crate::nn::Mode;
+use crate::task::{TaskModel, TaskOutput};
 use crate::tokenize::Encoding;
 use crate::train::data::pad_batch;
 use crate::Result;
@@ -26,7 +26,7 @@ pub enum RawPrediction {
 /// are formed from length-sorted examples so little padding is computed, and
 /// outputs come back in input order.
 pub fn predict(
-    model: &BertTaskModel,
+    model: &dyn TaskModel,
     encodings: &[Encoding],
     pad_id: u32,
     batch_size: usize,

@@ -92,7 +92,7 @@ pub fn write(
 ) -> Result<()> {
     let name = dir
         .file_name()
-        .ok_or_else(|| Error::Invalid(format!("cannot checkpoint to {}", dir.display())))?
+        .ok_or_else(|| Error::BadInput(format!("cannot checkpoint to {}", dir.display())))?
         .to_string_lossy()
         .into_owned();
     let parent = match dir.parent() {

@@ -10,9 +10,9 @@ use super::optim::{clip_grad_norm, global_norm, AdamW, Moments};
 use super::schedule::LinearSchedule;
 use super::state::{self, RunState};
 use super::{Control, EpochRecord, Event, TrainConfig, TrainReport};
-use crate::heads::{BertTaskModel, TaskOutput};
 use crate::loss::{cross_entropy, mse, span_cross_entropy, SoftLoss};
 use crate::nn::Mode;
+use crate::task::{TaskModel, TaskOutput};
 use crate::{Error, Result};
 
 const DROPOUT_TAG: u64 = 0x0044_524f_504f_5554;
@@ -24,7 +24,7 @@ fn loss_of(out: &TaskOutput, targets: &BatchTargets, soft: SoftLoss) -> Result<T
         (TaskOutput::Logits(l), BatchTargets::Labels(y)) => cross_entropy(l, y),
         (TaskOutput::Logits(l), BatchTargets::Soft(p)) => {
             if l.dim(1)? != p.dim(1)? {
-                return Err(Error::Invalid(format!(
+                return Err(Error::BadInput(format!(
                     "soft targets have {} classes but the head has {}",
                     p.dim(1)?,
                     l.dim(1)?
@@ -36,7 +36,7 @@ fn loss_of(out: &TaskOutput, targets: &BatchTargets, soft: SoftLoss) -> Result<T
         (TaskOutput::Span { start, end }, BatchTargets::Spans(s, e)) => {
             span_cross_entropy(start, end, s, e)
         }
-        _ => Err(Error::Invalid(
+        _ => Err(Error::BadInput(
             "the training targets do not fit the model's head (labels need a classification \
              head, values a regression head, spans a QA head)"
                 .into(),
@@ -52,13 +52,13 @@ fn scalar(t: &Tensor) -> Result<f64> {
 /// classification, −MSE for regression, −span loss for QA) of `model` in eval mode.
 /// Soft targets are scored by agreement of argmaxes, their loss is BCE-with-logits.
 pub fn evaluate(
-    model: &BertTaskModel,
+    model: &dyn TaskModel,
     examples: &[TrainExample],
     pad_id: u32,
     batch_size: usize,
 ) -> Result<(f64, f64)> {
     if examples.is_empty() {
-        return Err(Error::Invalid("no examples to evaluate".into()));
+        return Err(Error::BadInput("no examples to evaluate".into()));
     }
     let device = super::data::model_device(model);
     let mode = Mode::eval();
@@ -102,7 +102,7 @@ fn fnv(h: &mut u64, bytes: &[u8]) {
 
 /// Identifies settings + data + model shape, so a checkpoint is only resumed by the same run.
 fn fingerprint(
-    model: &BertTaskModel,
+    model: &dyn TaskModel,
     train: &[TrainExample],
     dev: Option<&[TrainExample]>,
     cfg: &TrainConfig,
@@ -114,7 +114,7 @@ fn fingerprint(
             .expect("config serialises")
             .as_bytes(),
     );
-    fnv(&mut h, format!("{:?}", model.spec).as_bytes());
+    fnv(&mut h, format!("{:?}", model.head()).as_bytes());
     for (name, var) in model.named_parameters() {
         fnv(&mut h, format!("{name}{:?}", var.dims()).as_bytes());
     }
@@ -130,7 +130,7 @@ fn fingerprint(
     format!("{h:016x}")
 }
 
-fn deep_copy(model: &BertTaskModel) -> Result<HashMap<String, Tensor>> {
+fn deep_copy(model: &dyn TaskModel) -> Result<HashMap<String, Tensor>> {
     model
         .named_parameters()
         .into_iter()
@@ -138,10 +138,10 @@ fn deep_copy(model: &BertTaskModel) -> Result<HashMap<String, Tensor>> {
         .collect()
 }
 
-fn load_weights(model: &BertTaskModel, weights: &HashMap<String, Tensor>) -> Result<()> {
+fn load_weights(model: &dyn TaskModel, weights: &HashMap<String, Tensor>) -> Result<()> {
     for (name, _) in model.named_parameters() {
         let t = weights.get(&name).ok_or_else(|| {
-            Error::Invalid(format!("training checkpoint lacks parameter `{name}`"))
+            Error::BadInput(format!("training checkpoint lacks parameter `{name}`"))
         })?;
         model.set_parameter(&name, t)?;
     }
@@ -159,7 +159,7 @@ fn moments_map(opt: &AdamW) -> HashMap<String, Tensor> {
 
 /// The parameters the run updates: all, or the named subset (every name must exist).
 fn trainable_params(
-    model: &BertTaskModel,
+    model: &dyn TaskModel,
     names: Option<&[String]>,
 ) -> Result<Vec<(String, candle_core::Var)>> {
     let all = model.named_parameters();
@@ -167,7 +167,7 @@ fn trainable_params(
         return Ok(all);
     };
     if names.is_empty() {
-        return Err(Error::Invalid(
+        return Err(Error::BadInput(
             "the list of trainable parameters is empty".into(),
         ));
     }
@@ -176,7 +176,7 @@ fn trainable_params(
         .iter()
         .find(|n| !all.iter().any(|(m, _)| m.as_str() == **n))
     {
-        return Err(Error::Invalid(format!(
+        return Err(Error::BadInput(format!(
             "trainable parameter `{missing}` is not a parameter of the model"
         )));
     }
@@ -194,7 +194,7 @@ fn trainable_params(
 /// ones are written at every epoch end and every
 /// [`TrainConfig::checkpoint_every`] steps.
 pub fn train(
-    model: &BertTaskModel,
+    model: &dyn TaskModel,
     train: &[TrainExample],
     dev: Option<&[TrainExample]>,
     pad_id: u32,
@@ -202,10 +202,10 @@ pub fn train(
     on_event: &mut dyn FnMut(&Event) -> Control,
 ) -> Result<TrainReport> {
     if train.is_empty() {
-        return Err(Error::Invalid("no training examples".into()));
+        return Err(Error::BadInput("no training examples".into()));
     }
     if cfg.batch_size == 0 || cfg.grad_accum == 0 || cfg.epochs == 0 {
-        return Err(Error::Invalid(
+        return Err(Error::BadInput(
             "epochs, batch size and gradient accumulation must be at least 1".into(),
         ));
     }
@@ -230,7 +230,7 @@ pub fn train(
     if let Some(dir) = &cfg.checkpoint_dir {
         if let Some(snap) = state::read(dir)? {
             if snap.state.fingerprint != fp || snap.state.version != STATE_VERSION {
-                return Err(Error::Invalid(format!(
+                return Err(Error::BadInput(format!(
                     "the training checkpoint in {} was made with other settings, data or model; \
                      delete it to start over, or rerun with the same options to resume",
                     dir.display()
@@ -240,7 +240,7 @@ pub fn train(
             for (name, step) in &snap.state.param_steps {
                 let get = |k: String| {
                     snap.moments.get(&k).cloned().ok_or_else(|| {
-                        Error::Invalid(format!("training checkpoint lacks moment `{k}`"))
+                        Error::BadInput(format!("training checkpoint lacks moment `{k}`"))
                     })
                 };
                 let m = get(format!("m/{name}"))?;
@@ -297,8 +297,12 @@ pub fn train(
     let view = cfg
         .trainable
         .as_deref()
-        .map(|names| super::frozen::frozen_view(model, names));
-    let net = view.as_ref().unwrap_or(model);
+        .map(|names| super::frozen::frozen_view(model, names))
+        .transpose()?;
+    let net: &dyn TaskModel = match &view {
+        Some(v) => v.as_ref(),
+        None => model,
+    };
     while st.epoch < cfg.epochs && !st.stopped_early {
         let epoch = st.epoch;
         let order = epoch_order(n, cfg.seed, epoch);
@@ -315,7 +319,7 @@ pub fn train(
             let loss = loss_of(&out, &targets, cfg.soft_loss)?;
             let loss_val = scalar(&loss)?;
             if !loss_val.is_finite() {
-                return Err(Error::Invalid(format!(
+                return Err(Error::BadInput(format!(
                     "training diverged: loss is {loss_val} at epoch {} batch {b}; try a lower learning rate",
                     epoch + 1
                 )));

@@ -37,7 +37,7 @@ pub fn ids_tensor(v: &serde_json::Value) -> Tensor {
 pub fn input_from_json(v: &serde_json::Value) -> BertInput {
     BertInput {
         input_ids: ids_tensor(&v["input_ids"]),
-        token_type_ids: ids_tensor(&v["token_type_ids"]),
+        token_type_ids: Some(ids_tensor(&v["token_type_ids"])),
         attention_mask: ids_tensor(&v["attention_mask"]),
     }
 }
@@ -97,6 +97,7 @@ pub fn tiny_model(spec: HeadSpec, dtype: DType, seed: u64) -> BertTaskModel {
         dtype,
         device: Device::Cpu,
         seed,
+        ..Default::default()
     };
     BertTaskModel::build(&tiny_config(), spec, None, &opts).unwrap()
 }
@@ -121,7 +122,7 @@ pub fn tiny_input() -> BertInput {
     let t = |v: Vec<Vec<u32>>| Tensor::from_vec(v.concat(), (3, 7), &Device::Cpu).unwrap();
     BertInput {
         input_ids: t(ids),
-        token_type_ids: t(types),
+        token_type_ids: Some(t(types)),
         attention_mask: t(mask),
     }
 }

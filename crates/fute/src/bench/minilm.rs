@@ -12,8 +12,8 @@ use fute_nn::fisher::{
 use fute_nn::peft::{LoraConfig, Peft, PeftConfig, PrefixConfig, PromptConfig};
 use fute_nn::train::{frozen_view, AdamW, AdamWConfig};
 use fute_nn::{
-    loss, BertInput, BertTaskModel, BuildOptions, Encoding, HeadSpec, Mode, TextInput,
-    TextTokenizer, Truncation,
+    loss, BertInput, BertTaskModel, BuildOptions, Encoding, HeadSpec, Hooks, Mode, TaskModel,
+    TextInput, TextTokenizer, Truncation,
 };
 
 use super::{measure, Kind, Measurement, Workload};
@@ -56,7 +56,7 @@ fn batch(ids: &[Vec<u32>]) -> anyhow::Result<BertInput> {
     let dev = Device::Cpu;
     Ok(BertInput {
         input_ids: Tensor::from_vec(flat, (b, t), &dev)?,
-        token_type_ids: Tensor::zeros((b, t), DType::U32, &dev)?,
+        token_type_ids: Some(Tensor::zeros((b, t), DType::U32, &dev)?),
         attention_mask: Tensor::ones((b, t), DType::U32, &dev)?,
     })
 }
@@ -101,19 +101,14 @@ pub fn run(
     };
     match w.kind {
         Kind::Train | Kind::PeftPrefix | Kind::PeftPrompt | Kind::PeftLora | Kind::PeftBitfit => {
-            let mut model = load(dir)?;
-            let trainable = match peft_config(w.kind) {
+            let base = load(dir)?;
+            let (model, trainable): (Box<dyn TaskModel>, _) = match peft_config(w.kind) {
                 Some(cfg) => {
-                    Peft::attach(&mut model, &cfg, 0)?;
-                    Some(
-                        model
-                            .peft
-                            .as_ref()
-                            .expect("attached")
-                            .trainable_names(&model),
-                    )
+                    let adapted = Peft::adapt(base, &cfg, 0)?;
+                    let names = adapted.peft.trainable_names(&adapted);
+                    (Box::new(adapted), Some(names))
                 }
-                None => None,
+                None => (Box::new(base), None),
             };
             let params: Vec<_> = model
                 .named_parameters()
@@ -121,8 +116,14 @@ pub fn run(
                 .filter(|(n, _)| trainable.as_ref().is_none_or(|t| t.contains(n)))
                 .collect();
             // As `fute train`: frozen parameters detached, fute's AdamW.
-            let view = trainable.as_ref().map(|t| frozen_view(&model, t));
-            let net = view.as_ref().unwrap_or(&model);
+            let view = trainable
+                .as_ref()
+                .map(|t| frozen_view(model.as_ref(), t))
+                .transpose()?;
+            let net: &dyn TaskModel = match &view {
+                Some(v) => v.as_ref(),
+                None => model.as_ref(),
+            };
             let mut opt = AdamW::new(AdamWConfig {
                 lr: 2e-5,
                 weight_decay: 0.01,
@@ -196,13 +197,13 @@ pub fn run(
         }
         Kind::TextEmb => {
             // Inference: every parameter detached, so no autograd graph is kept.
-            let model = frozen_view(&load(dir)?, &[]);
+            let model = frozen_view(&load(dir)?, &[])?;
             let fwd = |i: usize| -> anyhow::Result<()> {
                 let input = batch(&pick(i, w.batch))?;
-                let (out, _) = model.forward_full(&input, &Mode::eval())?;
+                let out = model.forward_with(&input, &Mode::eval(), &Hooks::default())?;
                 // Mask-aware mean of the last hidden states, as `methods::textemb`.
                 let mask = input.attention_mask.to_dtype(DType::F32)?.unsqueeze(2)?;
-                let summed = out.sequence_output.broadcast_mul(&mask)?.sum(1)?;
+                let summed = out.last_hidden_state.broadcast_mul(&mask)?.sum(1)?;
                 let means = summed.broadcast_div(&mask.sum(1)?)?;
                 std::hint::black_box(means.to_vec2::<f32>()?);
                 Ok(())

@@ -22,8 +22,7 @@ use super::surrogate_training::{encode_probe, SurrogateTraining};
 use crate::probe::ProbeSet;
 use crate::surrogate::Surrogate;
 use fute_nn::train::{train, AdamWConfig, Control, Event, TrainConfig};
-use fute_nn::BertTaskModel;
-use fute_nn::BuildOptions;
+use fute_nn::{models, BuildOptions};
 
 /// Where along the run the slope is read (fractions of all steps).
 pub const POINTS: [f64; 5] = [0.1, 0.2, 0.3, 0.5, 0.7];
@@ -65,7 +64,7 @@ pub fn run(
         seed,
         ..Default::default()
     };
-    let model = BertTaskModel::from_folder(
+    let model = models::load(
         &surrogate.dir,
         super::surrogate_training::head_spec(probe.head),
         &opts,

@@ -58,8 +58,7 @@ impl PeftMethod {
             PeftConfig::Lora(c) => {
                 p.insert("lora_rank".into(), Value::from(c.rank));
                 p.insert("lora_alpha".into(), Value::from(c.alpha));
-                let targets: Vec<&str> = c.targets.iter().map(|t| t.hf_name()).collect();
-                p.insert("lora_targets".into(), serde_json::json!(targets));
+                p.insert("lora_targets".into(), serde_json::json!(c.targets));
             }
             PeftConfig::BitFit => {}
         }
@@ -96,13 +95,12 @@ impl PeftMethod {
             &self.training,
             seed,
             |m| {
-                Peft::attach(m, &self.peft, seed)?;
-                let peft = m.peft.as_ref().expect("just attached");
-                Ok(Some(peft.trainable_names(m)))
+                let adapted = Peft::adapt(m, &self.peft, seed)?;
+                let trainable = adapted.peft.trainable_names(&adapted);
+                Ok((adapted, Some(trainable)))
             },
             report,
         )?;
-        let peft = model.peft.as_ref().expect("attached");
-        Ok(peft.task_vector(&model, self.reduce)?)
+        Ok(model.peft.task_vector(&model, self.reduce)?)
     }
 }

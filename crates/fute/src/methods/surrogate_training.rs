@@ -8,7 +8,7 @@ use fute_nn::loss::SoftLoss;
 use fute_nn::train::{
     answer_positions, train, AdamWConfig, Control, Event, TrainConfig, TrainExample, TrainTarget,
 };
-use fute_nn::{BertTaskModel, BuildOptions, HeadSpec, TextInput, Truncation};
+use fute_nn::{models, BuildOptions, HeadSpec, TaskModel, TextInput, Truncation};
 use serde_json::Value;
 use std::collections::BTreeMap;
 
@@ -123,28 +123,36 @@ pub fn trained_surrogate(
     cfg: &SurrogateTraining,
     seed: u64,
     report: &mut dyn FnMut(String),
-) -> anyhow::Result<BertTaskModel> {
-    trained_surrogate_with(surrogate, probe, examples, cfg, seed, |_| Ok(None), report)
+) -> anyhow::Result<Box<dyn TaskModel>> {
+    trained_surrogate_with(
+        surrogate,
+        probe,
+        examples,
+        cfg,
+        seed,
+        |m| Ok((m, None)),
+        report,
+    )
 }
 
 /// [`trained_surrogate`] with a hook between building and training: `prepare`
-/// may change the model (attach parameter-efficient modules) and returns the
+/// may wrap the model (with parameter-efficient modules) and returns it with the
 /// names of the parameters to train (`None` = all; the rest stay bit-for-bit frozen).
-pub fn trained_surrogate_with(
+pub fn trained_surrogate_with<M: TaskModel>(
     surrogate: &Surrogate,
     probe: &ProbeSet,
     examples: &[TrainExample],
     cfg: &SurrogateTraining,
     seed: u64,
-    prepare: impl FnOnce(&mut BertTaskModel) -> anyhow::Result<Option<Vec<String>>>,
+    prepare: impl FnOnce(Box<dyn TaskModel>) -> anyhow::Result<(M, Option<Vec<String>>)>,
     report: &mut dyn FnMut(String),
-) -> anyhow::Result<BertTaskModel> {
+) -> anyhow::Result<M> {
     let opts = BuildOptions {
         seed,
         ..Default::default()
     };
-    let mut model = BertTaskModel::from_folder(&surrogate.dir, head_spec(probe.head), &opts)?;
-    let trainable = prepare(&mut model)?;
+    let model = models::load(&surrogate.dir, head_spec(probe.head), &opts)?;
+    let (model, trainable) = prepare(model)?;
     if cfg.epochs == 0 {
         return Ok(model);
     }

@@ -3,7 +3,7 @@
 use crate::probe::{text_input, ProbeSet};
 use crate::surrogate::Surrogate;
 use candle_core::{DType, Device};
-use fute_nn::{BertTaskModel, BuildOptions, HeadSpec, Mode, TextInput, Truncation};
+use fute_nn::{models, BuildOptions, HeadSpec, Hooks, Mode, TaskModel, TextInput, Truncation};
 
 /// Runs TextEmb with the pre-trained surrogate (no training).
 pub fn embed(
@@ -13,13 +13,13 @@ pub fn embed(
     batch: usize,
 ) -> anyhow::Result<Vec<(String, Vec<f32>)>> {
     // The head is unused; any spec loads the encoder.
-    let model = BertTaskModel::from_folder(
+    let model = models::load(
         &surrogate.dir,
         HeadSpec::Regression,
         &BuildOptions::default(),
     )?;
     // Inference only: every parameter detached, so no autograd graph is built.
-    let model = fute_nn::train::frozen_view(&model, &[]);
+    let model = fute_nn::train::frozen_view(model.as_ref(), &[])?;
     let hidden = surrogate.config.hidden_size;
     let mut sum = vec![0f64; hidden];
     for chunk in probe.inputs.chunks(batch.max(1)) {
@@ -28,9 +28,9 @@ pub fn embed(
             .tokenizer
             .encode_batch(&inputs, max_len, Truncation::LongestFirst)?;
         let input = enc.to_input(&Device::Cpu)?;
-        let (out, _) = model.forward_full(&input, &Mode::eval())?;
+        let out = model.forward_with(&input, &Mode::eval(), &Hooks::default())?;
         let mask = input.attention_mask.to_dtype(DType::F32)?.unsqueeze(2)?;
-        let summed = out.sequence_output.broadcast_mul(&mask)?.sum(1)?;
+        let summed = out.last_hidden_state.broadcast_mul(&mask)?.sum(1)?;
         let counts = mask.sum(1)?;
         let means: Vec<Vec<f32>> = summed.broadcast_div(&counts)?.to_vec2()?;
         for m in means {

@@ -5,7 +5,7 @@
 //!   is recorded as a sanity check (a source at chance transfers nothing).
 //! * baseline job: base → target (`target_limit` training examples).
 //! * transfer job: source model → target, the head always fresh (see
-//!   [`fute_nn::BertTaskModel::from_folder_fresh_head`]), same settings and
+//!   [`fute_nn::BuildOptions::fresh_head`]), same settings and
 //!   seed as the baseline, so the two differ only in the starting encoder.
 //!
 //! Target models are scored on the target's dev split (a fixed sample of

@@ -16,7 +16,8 @@ use candle_core::Device;
 use fute_core::dataset::{Dataset, Split, Target, TaskSchema};
 use fute_core::metrics::{logme, LogmeLabels};
 use fute_nn::train::data::pad_batch;
-use fute_nn::{BertTaskModel, BuildOptions, Mode, TextTokenizer};
+use fute_nn::hooks::Tap;
+use fute_nn::{BuildOptions, Hooks, Mode, TaskModel, TextTokenizer};
 
 use super::collect::Matrix;
 use super::evaluate::{MethodScores, Scores};
@@ -24,14 +25,24 @@ use super::job::source_model_dir;
 use super::plan::source_job_id;
 use crate::finetune::{encode_input, sample};
 
-/// Feature vectors (row-major `n × hidden`) of `model` on `examples`.
+/// Feature vectors (row-major `n × hidden`) of `model` on `examples`: the
+/// activation its sequence head reads (the model's `sequence_tap`, e.g. BERT's
+/// pooler output), or for a model without one the first token's final state.
 pub fn features(
-    model: &BertTaskModel,
+    model: &dyn TaskModel,
     tok: &TextTokenizer,
     examples: &[&fute_core::dataset::Example],
     max_len: usize,
     batch: usize,
 ) -> Result<Vec<f64>> {
+    let tap = Recorder {
+        name: model.describe().sequence_tap.clone(),
+        seen: std::sync::Mutex::new(None),
+    };
+    let hooks = Hooks {
+        taps: Some(&tap),
+        ..Default::default()
+    };
     let mut out = Vec::new();
     for chunk in examples.chunks(batch.max(1)) {
         let encs = chunk
@@ -39,16 +50,31 @@ pub fn features(
             .map(|ex| encode_input(tok, &ex.input, max_len))
             .collect::<Result<Vec<_>>>()?;
         let input = pad_batch(encs, tok.pad_id()).to_input(&Device::Cpu)?;
-        let (enc, _) = model.forward_full(&input, &Mode::eval())?;
-        let feats = match &enc.pooled_output {
-            Some(p) => p.clone(),
-            None => enc.sequence_output.narrow(1, 0, 1)?.squeeze(1)?,
+        let fwd = model.forward_with(&input, &Mode::eval(), &hooks)?;
+        let feats = match tap.seen.lock().expect("tap lock").take() {
+            Some(t) => t,
+            None => fwd.last_hidden_state.narrow(1, 0, 1)?.squeeze(1)?,
         };
-        for row in feats.to_vec2::<f32>()? {
+        for row in feats.to_dtype(candle_core::DType::F32)?.to_vec2::<f32>()? {
             out.extend(row.into_iter().map(f64::from));
         }
     }
     Ok(out)
+}
+
+/// Keeps the activation of one named tap (unchanged) from the last forward pass.
+struct Recorder {
+    name: Option<String>,
+    seen: std::sync::Mutex<Option<candle_core::Tensor>>,
+}
+
+impl Tap for Recorder {
+    fn tap(&self, name: &str, x: &candle_core::Tensor) -> fute_nn::Result<candle_core::Tensor> {
+        if self.name.as_deref() == Some(name) {
+            *self.seen.lock().expect("tap lock") = Some(x.clone());
+        }
+        Ok(x.clone())
+    }
 }
 
 fn labels_of(d: &Dataset, examples: &[&fute_core::dataset::Example]) -> Option<LabelsOwned> {
@@ -111,14 +137,14 @@ pub fn logme_scores(
         for src in &m.tasks {
             let dir = source_model_dir(run_dir, &source_job_id(&src.name, seed));
             crate::finetune::check_model_folder(&dir, "source model")?;
-            let model = BertTaskModel::from_task_folder(&dir, &BuildOptions::default())?;
+            let model = fute_nn::models::load_task_folder(&dir, &BuildOptions::default())?;
             let tok = TextTokenizer::from_folder(&dir)?;
             for (d, ex, labels) in &targets {
                 if d.card.name == src.name {
                     continue;
                 }
-                let f = features(&model, &tok, ex, s.max_len, 32)?;
-                let dim = model.config().hidden_size;
+                let f = features(model.as_ref(), &tok, ex, s.max_len, 32)?;
+                let dim = model.describe().hidden_size;
                 let v = match labels {
                     LabelsOwned::Classes(l, k) => logme(
                         &f,
