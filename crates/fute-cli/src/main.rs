@@ -128,8 +128,9 @@ fn main() -> ExitCode {
     }
 }
 
-/// User errors are fute-core's errors (bad data, request, tool, checksum) and
-/// errors we raised about the user's input; anything else is internal.
+/// User errors are fute-core's errors (bad data, request, tool, checksum),
+/// fute-nn's about files and settings, and errors we raised about the user's
+/// input; anything else is internal.
 fn exit_code(err: &anyhow::Error) -> u8 {
     let user = err.chain().any(|c| {
         c.downcast_ref::<fute_core::Error>()
@@ -137,6 +138,10 @@ fn exit_code(err: &anyhow::Error) -> u8 {
             || c.downcast_ref::<fute_llm::Error>()
                 .is_some_and(fute_llm::Error::is_user_error)
             || c.downcast_ref::<commands::UserError>().is_some()
+            // fute-nn: files, configs, tokenisation and arguments are the user's; candle's
+            // tensor errors are ours.
+            || c.downcast_ref::<fute_nn::Error>()
+                .is_some_and(|e| !matches!(e, fute_nn::Error::Candle(_)))
     });
     if user {
         EXIT_USER

@@ -38,6 +38,9 @@ pub struct SubjectModel {
     pub hash: String,
     /// Its head.
     pub head: HeadSpec,
+    /// A classifier's label names by output index (`config.json`'s `id2label`;
+    /// `None` when it names none): the order of its output distributions.
+    pub labels: Option<Vec<String>>,
     model: BertTaskModel,
     tokenizer: TextTokenizer,
 }
@@ -64,10 +67,18 @@ impl SubjectModel {
             HeadSpec::from_config(model.config()).expect("from_task_folder checked the head");
         let tokenizer = TextTokenizer::from_folder(dir)?;
         let hash = crate::surrogate::hash_model_folder(dir)?;
+        let labels = match head {
+            HeadSpec::Classification { .. } => crate::finetune::labels::model_label_names(
+                model.config(),
+                &dir.join("config.json"),
+            )?,
+            _ => None,
+        };
         Ok(SubjectModel {
             dir: dir.to_path_buf(),
             hash,
             head,
+            labels,
             model,
             tokenizer,
         })
@@ -87,7 +98,9 @@ impl SubjectModel {
         let qa = self.head == HeadSpec::QuestionAnswering;
         let texts: Vec<TextInput> = inputs.iter().map(|s| text_input(s)).collect();
         let trunc = if qa {
-            Truncation::OnlySecond
+            Truncation::Question {
+                max_question: fute_nn::tokenize::DEFAULT_MAX_QUESTION_LEN,
+            }
         } else {
             Truncation::LongestFirst
         };

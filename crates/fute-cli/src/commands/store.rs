@@ -155,6 +155,25 @@ pub fn show(ctx: &Context, id: &str) -> anyhow::Result<()> {
     let store = open(ctx)?;
     let rec = store.get(id)?;
     let comps = store.components(&rec)?;
+    if let Some(fit) = rec.meta.extra.get("surrogate_fit") {
+        // The JSON below holds it too; say it in words where a person looks.
+        if let Ok(fit) = serde_json::from_value::<fute::fit::SurrogateFit>(fit.clone()) {
+            let line = fit.agreement.as_ref().map_or_else(
+                || format!("final train loss {:.4}", fit.final_train_loss),
+                |c| {
+                    format!(
+                        "{}; final train loss {:.4}",
+                        c.summary(),
+                        fit.final_train_loss
+                    )
+                },
+            );
+            eprintln!("surrogate fit: {line}");
+            if let Some(w) = fit.warning() {
+                eprintln!("warning: {w}");
+            }
+        }
+    }
     let v = serde_json::json!({"record": rec, "components": comps});
     print_json(&v)
 }

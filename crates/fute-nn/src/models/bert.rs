@@ -145,7 +145,14 @@ impl BertConfig {
                 what: "model configuration (config.json)",
             });
         }
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io("reading", path, e))?;
+        // fute-core's shared reader: accepts a UTF-8 byte-order mark, names other encodings.
+        let text = fute_core::textfile::read_text(path).map_err(|e| match e {
+            fute_core::Error::Io { source, .. } => Error::io("reading", path, source),
+            other => Error::Config {
+                path: path.to_path_buf(),
+                message: other.to_string(),
+            },
+        })?;
         Self::parse(&text, path)
     }
 

@@ -10,6 +10,7 @@
 //! on a CPU the epochs are the caller's choice (`--epochs`).
 
 use super::surrogate_training::{encode_probe, trained_surrogate_with, SurrogateTraining};
+use crate::fit::SurrogateFit;
 use crate::probe::ProbeSet;
 use crate::surrogate::Surrogate;
 use fute_nn::peft::{Peft, PeftConfig, Reduce};
@@ -73,7 +74,7 @@ impl PeftMethod {
         probe: &ProbeSet,
         seed: u64,
         report: &mut dyn FnMut(String),
-    ) -> anyhow::Result<Vec<(String, Vec<f32>)>> {
+    ) -> anyhow::Result<(Vec<(String, Vec<f32>)>, Option<SurrogateFit>)> {
         if matches!(self.peft, PeftConfig::PromptTuning(_)) && self.reduce == Reduce::Layers {
             anyhow::bail!(fute_core::Error::Invalid(
                 "prompt tuning has one table for all layers: use --reduce positions or full".into()
@@ -89,7 +90,7 @@ impl PeftMethod {
             }
         }
         let examples = encode_probe(surrogate, probe, self.training.max_len)?;
-        let model = trained_surrogate_with(
+        let (model, fit) = trained_surrogate_with(
             surrogate,
             probe,
             &examples,
@@ -103,6 +104,6 @@ impl PeftMethod {
             report,
         )?;
         let peft = model.peft.as_ref().expect("attached");
-        Ok(peft.task_vector(&model, self.reduce)?)
+        Ok((peft.task_vector(&model, self.reduce)?, fit))
     }
 }

@@ -1,11 +1,13 @@
 //! Training the surrogate on a probe set: the first step of every method that
 //! reads a trained surrogate (FIM, and the parameter-efficient ones).
 
+use crate::fit::{check_accuracy, check_mse, SurrogateFit};
 use crate::probe::{ProbeHead, ProbeSet, ProbeTargets};
 use crate::surrogate::Surrogate;
 use anyhow::Context as _;
 use fute_nn::train::{
-    answer_positions, train, AdamWConfig, Control, Event, TrainConfig, TrainExample, TrainTarget,
+    answer_positions, train, AdamWConfig, Control, Event, RawPrediction, TrainConfig, TrainExample,
+    TrainTarget,
 };
 use fute_nn::{BertTaskModel, BuildOptions, HeadSpec, TextInput, Truncation};
 use serde_json::Value;
@@ -64,7 +66,12 @@ pub fn encode_probe(
         .enumerate()
         .map(|(i, segs)| {
             let (input, trunc) = match (segs.as_slice(), qa) {
-                ([a, b, ..], true) => (TextInput::Pair(a, b), Truncation::OnlySecond),
+                ([a, b, ..], true) => (
+                    TextInput::Pair(a, b),
+                    Truncation::Question {
+                        max_question: fute_nn::tokenize::DEFAULT_MAX_QUESTION_LEN,
+                    },
+                ),
                 ([a, b, ..], false) => (TextInput::Pair(a, b), Truncation::LongestFirst),
                 ([a], _) => (TextInput::Single(a), Truncation::LongestFirst),
                 ([], _) => anyhow::bail!("probe input {i} has no text"),
@@ -87,7 +94,61 @@ pub fn encode_probe(
         .collect()
 }
 
-/// Builds the surrogate with the probe set's head (seeded) and fine-tunes it.
+/// How well a trained surrogate fits its probe set: the last epoch's mean
+/// loss, and its predictions on the probe inputs against the targets (class
+/// agreement, or MSE for values) next to chance.
+pub fn surrogate_fit(
+    model: &BertTaskModel,
+    examples: &[TrainExample],
+    final_train_loss: f64,
+    pad_id: u32,
+    batch: usize,
+) -> anyhow::Result<SurrogateFit> {
+    let encodings: Vec<_> = examples.iter().map(|e| e.encoding.clone()).collect();
+    let preds = fute_nn::train::predict(model, &encodings, pad_id, batch.max(1) * 2)?;
+    let metric = "surrogate agreement with its probe targets";
+    let argmax = |v: &[f32]| {
+        v.iter()
+            .enumerate()
+            .fold(0, |b, (i, x)| if *x > v[b] { i } else { b })
+    };
+    let (mut gold, mut hits, mut values, mut sq) = (Vec::new(), 0usize, Vec::new(), 0.0);
+    for (e, p) in examples.iter().zip(&preds) {
+        match (&e.target, p) {
+            (TrainTarget::Label(l), RawPrediction::Logits(z)) => {
+                gold.push(*l as usize);
+                hits += usize::from(argmax(z) == *l as usize);
+            }
+            (TrainTarget::Soft(t), RawPrediction::Logits(z)) => {
+                gold.push(argmax(t));
+                hits += usize::from(argmax(z) == argmax(t));
+            }
+            (TrainTarget::Value(v), RawPrediction::Score(s)) => {
+                values.push(f64::from(*v));
+                sq += (f64::from(*s) - f64::from(*v)).powi(2);
+            }
+            _ => {}
+        }
+    }
+    let agreement = if !gold.is_empty() {
+        check_accuracy(metric, hits as f64 / gold.len() as f64, &gold, &[])
+    } else if !values.is_empty() {
+        check_mse(
+            "surrogate MSE on its probe targets",
+            sq / values.len() as f64,
+            &values,
+        )
+    } else {
+        None
+    };
+    Ok(SurrogateFit {
+        final_train_loss,
+        agreement,
+    })
+}
+
+/// Builds the surrogate with the probe set's head (seeded) and fine-tunes it;
+/// also returns how well it fitted (`None` when `cfg.epochs` is 0).
 pub fn trained_surrogate(
     surrogate: &Surrogate,
     probe: &ProbeSet,
@@ -95,7 +156,7 @@ pub fn trained_surrogate(
     cfg: &SurrogateTraining,
     seed: u64,
     report: &mut dyn FnMut(String),
-) -> anyhow::Result<BertTaskModel> {
+) -> anyhow::Result<(BertTaskModel, Option<SurrogateFit>)> {
     trained_surrogate_with(surrogate, probe, examples, cfg, seed, |_| Ok(None), report)
 }
 
@@ -110,7 +171,7 @@ pub fn trained_surrogate_with(
     seed: u64,
     prepare: impl FnOnce(&mut BertTaskModel) -> anyhow::Result<Option<Vec<String>>>,
     report: &mut dyn FnMut(String),
-) -> anyhow::Result<BertTaskModel> {
+) -> anyhow::Result<(BertTaskModel, Option<SurrogateFit>)> {
     let opts = BuildOptions {
         seed,
         ..Default::default()
@@ -118,7 +179,7 @@ pub fn trained_surrogate_with(
     let mut model = BertTaskModel::from_folder(&surrogate.dir, head_spec(probe.head), &opts)?;
     let trainable = prepare(&mut model)?;
     if cfg.epochs == 0 {
-        return Ok(model);
+        return Ok((model, None));
     }
     let train_cfg = TrainConfig {
         epochs: cfg.epochs,
@@ -132,7 +193,7 @@ pub fn trained_surrogate_with(
         trainable,
         ..Default::default()
     };
-    train(
+    let trained = train(
         &model,
         examples,
         None,
@@ -160,5 +221,14 @@ pub fn trained_surrogate_with(
             Control::Continue
         },
     )?;
-    Ok(model)
+    let final_loss = trained.history.last().map_or(f64::NAN, |r| r.train_loss);
+    report("checking the surrogate's fit on its probe set".into());
+    let fit = surrogate_fit(
+        &model,
+        examples,
+        final_loss,
+        surrogate.tokenizer.pad_id(),
+        cfg.batch,
+    )?;
+    Ok((model, Some(fit)))
 }
