@@ -580,3 +580,113 @@ fn names_cannot_escape_the_workspace() {
     entries.sort();
     assert_eq!(entries, ["s.jsonl", "ws"]);
 }
+
+/// Issue 14 item 7: a fine-tune or a surrogate that did not learn says so (stderr
+/// and the saved record); one that learned says nothing.
+#[test]
+fn a_model_that_did_not_learn_says_so() {
+    let ws = tempfile::tempdir().unwrap();
+    let w = ws.path();
+    let f = write(w, "s.jsonl", &sentiment_jsonl(120));
+    ok(&import(
+        w,
+        "s",
+        &f,
+        "classification",
+        Some("negative,positive"),
+    ));
+    let tiny = tiny_bert();
+    let train = |out: &str, epochs: &str, lr: &str| {
+        let m = w.join(out).display().to_string();
+        let o = fute(
+            w,
+            &[
+                "train",
+                "--base",
+                &tiny,
+                "--dataset",
+                "s",
+                "--out",
+                &m,
+                "--epochs",
+                epochs,
+                "--lr",
+                lr,
+                "--batch",
+                "8",
+                "--max-len",
+                "16",
+                "--seed",
+                "7",
+            ],
+        );
+        ok(&o);
+        let record: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(w.join(out).join("fute_train.json")).unwrap(),
+        )
+        .unwrap();
+        (err(&o), record)
+    };
+    let (stderr, record) = train("stuck", "1", "1e-9");
+    assert!(
+        stderr.contains("warning: the model did not learn")
+            && stderr.contains("--batch 16 --lr 5e-5"),
+        "{stderr}"
+    );
+    assert_eq!(record["report"]["dev_check"]["at_chance"], true, "{record}");
+    assert!(record["report"]["warning"].is_string());
+    let (stderr, record) = train("learned", "6", "3e-3");
+    assert!(!stderr.contains("warning"), "{stderr}");
+    assert_eq!(
+        record["report"]["dev_check"]["at_chance"], false,
+        "{record}"
+    );
+
+    // The surrogate of a FIM embedding: its fit is in the provenance and `fute show`.
+    let embed = |epochs: &str, lr: &str| {
+        let o = fute(
+            w,
+            &[
+                "embed",
+                "dataset",
+                "s",
+                "--method",
+                "fim",
+                "--surrogate",
+                &tiny,
+                "--max-len",
+                "16",
+                "--epochs",
+                epochs,
+                "--lr",
+                lr,
+                "--batch",
+                "8",
+                "--json",
+            ],
+        );
+        let rec: serde_json::Value = serde_json::from_str(&ok(&o)).unwrap();
+        (err(&o), rec)
+    };
+    let (stderr, rec) = embed("1", "1e-9");
+    assert!(
+        stderr.contains("the surrogate did not fit its probe set"),
+        "{stderr}"
+    );
+    let fit = &rec["meta"]["extra"]["surrogate_fit"];
+    assert_eq!(fit["agreement"]["at_chance"], true, "{rec}");
+    assert!(fit["final_train_loss"].as_f64().unwrap() > 0.5);
+    let show = fute(w, &["show", rec["id"].as_str().unwrap()]);
+    ok(&show);
+    assert!(
+        err(&show).contains("surrogate fit: surrogate agreement with its probe targets"),
+        "{}",
+        err(&show)
+    );
+    let (stderr, rec) = embed("8", "3e-3");
+    assert!(!stderr.contains("warning"), "{stderr}");
+    assert_eq!(
+        rec["meta"]["extra"]["surrogate_fit"]["agreement"]["at_chance"], false,
+        "{rec}"
+    );
+}

@@ -73,7 +73,7 @@ fn heavy_peft_loss_goes_down_on_real_tweets() {
                 }
             })
             .unwrap()
-            .0;
+            .components;
         let secs = t.elapsed().as_secs_f64();
         let dim: usize = v.iter().map(|(_, c)| c.len()).sum();
         eprintln!(

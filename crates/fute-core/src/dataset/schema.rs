@@ -98,7 +98,7 @@ impl TaskSchema {
             TaskSchema::Regression {
                 range: Some([lo, hi]),
                 ..
-            } if !(lo < hi) => Err(format!(
+            } if lo.partial_cmp(hi) != Some(std::cmp::Ordering::Less) => Err(format!(
                 "the value range [{lo}, {hi}] is empty; give the lower bound first"
             )),
             _ => Ok(()),

@@ -1,7 +1,7 @@
 //! TaskEmb's Fisher embedding on the fine-tuned surrogate (FUTE + TaskEmb).
 
 use super::surrogate_training::{encode_probe, trained_surrogate, SurrogateTraining};
-use crate::fit::SurrogateFit;
+use super::MethodOutput;
 use crate::probe::ProbeSet;
 use crate::surrogate::Surrogate;
 use fute_nn::fisher::{
@@ -99,7 +99,7 @@ impl FimConfig {
         probe: &ProbeSet,
         seed: u64,
         report: &mut dyn FnMut(String),
-    ) -> anyhow::Result<(Vec<(String, Vec<f32>)>, Option<SurrogateFit>)> {
+    ) -> anyhow::Result<MethodOutput> {
         let examples = encode_probe(surrogate, probe, self.training.max_len)?;
         let (model, fit) =
             trained_surrogate(surrogate, probe, &examples, &self.training, seed, report)?;
@@ -135,6 +135,9 @@ impl FimConfig {
             workers: self.workers,
             ..Default::default()
         };
-        Ok((fisher_embedding(&model, &fex, &opts)?.components, fit))
+        Ok(MethodOutput {
+            components: fisher_embedding(&model, &fex, &opts)?.components,
+            fit,
+        })
     }
 }

@@ -82,14 +82,17 @@ impl Method {
         seed: u64,
         report: &mut dyn FnMut(String),
     ) -> anyhow::Result<MethodOutput> {
-        let (components, fit) = match self {
+        let without_fit = |components| MethodOutput {
+            components,
+            fit: None,
+        };
+        Ok(match self {
             Method::TextEmb { max_len, batch } => {
-                (textemb::embed(surrogate, probe, *max_len, *batch)?, None)
+                without_fit(textemb::embed(surrogate, probe, *max_len, *batch)?)
             }
             Method::Fim(c) => c.run(surrogate, probe, seed, report)?,
             Method::Peft(p) => p.run(surrogate, probe, seed, report)?,
-            Method::CurveGrad(t) => (curvegrad::run(surrogate, probe, t, seed, report)?, None),
-        };
-        Ok(MethodOutput { components, fit })
+            Method::CurveGrad(t) => without_fit(curvegrad::run(surrogate, probe, t, seed, report)?),
+        })
     }
 }

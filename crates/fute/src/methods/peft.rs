@@ -10,7 +10,7 @@
 //! on a CPU the epochs are the caller's choice (`--epochs`).
 
 use super::surrogate_training::{encode_probe, trained_surrogate_with, SurrogateTraining};
-use crate::fit::SurrogateFit;
+use super::MethodOutput;
 use crate::probe::ProbeSet;
 use crate::surrogate::Surrogate;
 use fute_nn::peft::{Peft, PeftConfig, Reduce};
@@ -74,7 +74,7 @@ impl PeftMethod {
         probe: &ProbeSet,
         seed: u64,
         report: &mut dyn FnMut(String),
-    ) -> anyhow::Result<(Vec<(String, Vec<f32>)>, Option<SurrogateFit>)> {
+    ) -> anyhow::Result<MethodOutput> {
         if matches!(self.peft, PeftConfig::PromptTuning(_)) && self.reduce == Reduce::Layers {
             anyhow::bail!(fute_core::Error::Invalid(
                 "prompt tuning has one table for all layers: use --reduce positions or full".into()
@@ -104,6 +104,9 @@ impl PeftMethod {
             report,
         )?;
         let peft = model.peft.as_ref().expect("attached");
-        Ok((peft.task_vector(&model, self.reduce)?, fit))
+        Ok(MethodOutput {
+            components: peft.task_vector(&model, self.reduce)?,
+            fit,
+        })
     }
 }
