@@ -98,7 +98,7 @@ fn train_then_predict_writes_a_model_metrics_and_jsonl() {
     assert!(report["metrics"]["accuracy"].is_number());
     assert_eq!(std::fs::read_to_string(&preds).unwrap().lines().count(), 6);
 
-    // A dataset with another label count is a user error (exit 1) naming both counts.
+    // A dataset with other labels is a user error (exit 1) naming both sides' labels.
     toy(ws.path(), "three", &["a", "b", "c"]);
     let o = fute(
         ws.path(),
@@ -111,7 +111,12 @@ fn train_then_predict_writes_a_model_metrics_and_jsonl() {
         ],
     );
     assert_eq!(o.status.code(), Some(1));
-    assert!(text(&o.stderr).contains("2 labels"), "{}", text(&o.stderr));
+    let e = text(&o.stderr);
+    assert!(
+        e.contains("only the model has negative, positive")
+            && e.contains("only the dataset has a, b, c"),
+        "{e}"
+    );
 }
 
 #[test]

@@ -325,7 +325,7 @@ fn data(ws: &Workspace, report: &mut Report) -> Result<()> {
         report.datasets_and_corpora += 1;
         if let Err(e) = ws.load_dataset(&entry.name) {
             report.found(
-                &ws.dataset_dir(&entry.name),
+                &ws.dataset_dir(&entry.name)?,
                 format!("dataset `{}` does not load: {e}", entry.name),
                 format!(
                     "import it again with `fute data import {} --file …` (not repaired automatically)",
@@ -340,7 +340,7 @@ fn data(ws: &Workspace, report: &mut Report) -> Result<()> {
         report.datasets_and_corpora += 1;
         if let Err(e) = ws.load_corpus(&name) {
             report.found(
-                &ws.corpus_dir(&name),
+                &ws.corpus_dir(&name)?,
                 format!("corpus `{name}` does not load: {e}"),
                 format!(
                     "build it again with `fute corpus build {name} …` (not repaired automatically)"

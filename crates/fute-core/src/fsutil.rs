@@ -1,22 +1,37 @@
 //! Atomic file-system writes: a crash leaves either the old content or the new, never half.
+//!
+//! Files written this way get the permissions any other program's files get,
+//! `0666` less the umask (`0644` under the usual `022`): a temporary file is
+//! created `0600` by default, and renaming it into place would keep that, hiding
+//! weights, datasets and exports from the rest of a group.
 
 use crate::{Error, Result};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-/// Writes `bytes` to `path` through a temporary file in the same folder and a rename.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = parent_dir(path);
-    std::fs::create_dir_all(&dir).map_err(|e| Error::io("creating", &dir, e))?;
-    // tempfile's default mode is 0600; ask for 0666 so the kernel applies the
-    // umask at open and the renamed file reads like its siblings (case 23).
-    let mut builder = tempfile::Builder::new();
+/// The permissions a new file is asked for; the kernel applies the umask.
+#[cfg(unix)]
+const FILE_MODE: u32 = 0o666;
+
+/// A [`tempfile::Builder`] whose files are created `0666` less the umask, like
+/// `File::create`'s, so they keep ordinary permissions once renamed into place.
+pub fn temp_file_builder<'a, 'b>() -> tempfile::Builder<'a, 'b> {
+    let mut b = tempfile::Builder::new();
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        builder.permissions(std::fs::Permissions::from_mode(0o666));
+        b.permissions(std::fs::Permissions::from_mode(FILE_MODE));
     }
-    let mut tmp = builder
+    b
+}
+
+/// Writes `bytes` to `path` through a temporary file in the same folder and a
+/// rename; the file gets `0666` less the umask.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = parent_dir(path);
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io("creating", &dir, e))?;
+    let mut tmp = temp_file_builder()
+        .prefix(".tmp-")
         .tempfile_in(&dir)
         .map_err(|e| Error::io("creating a temporary file in", &dir, e))?;
     tmp.write_all(bytes)

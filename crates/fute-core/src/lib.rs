@@ -19,6 +19,7 @@ pub mod prompt_selection;
 pub mod rng;
 pub mod similarity;
 pub mod testing;
+pub mod textfile;
 pub mod workspace;
 
 pub use error::{Error, Result};

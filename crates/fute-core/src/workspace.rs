@@ -57,13 +57,21 @@ impl Workspace {
     }
 
     /// Folder of the user's dataset `name`.
-    pub fn dataset_dir(&self, name: &str) -> PathBuf {
-        self.state_dir().join("datasets").join(name)
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] when `name` is not a plain name (see [`check_name`]).
+    pub fn dataset_dir(&self, name: &str) -> Result<PathBuf> {
+        check_name("dataset", name)?;
+        Ok(self.state_dir().join("datasets").join(name))
     }
 
     /// Folder of corpus `name`.
-    pub fn corpus_dir(&self, name: &str) -> PathBuf {
-        self.state_dir().join("corpora").join(name)
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] when `name` is not a plain name (see [`check_name`]).
+    pub fn corpus_dir(&self, name: &str) -> Result<PathBuf> {
+        check_name("corpus", name)?;
+        Ok(self.state_dir().join("corpora").join(name))
     }
 
     /// Every dataset: the workspace's own first, then the packaged ones.
@@ -93,7 +101,7 @@ impl Workspace {
 
     /// Loads dataset `name`: the workspace's own if it has one, else the packaged one.
     pub fn load_dataset(&self, name: &str) -> Result<Dataset> {
-        let own = self.dataset_dir(name);
+        let own = self.dataset_dir(name)?;
         if own.join(crate::dataset::CARD_FILE).is_file() {
             return Dataset::load_dir(&own);
         }
@@ -116,7 +124,7 @@ impl Workspace {
 
     /// Loads corpus `name`.
     pub fn load_corpus(&self, name: &str) -> Result<Corpus> {
-        let dir = self.corpus_dir(name);
+        let dir = self.corpus_dir(name)?;
         if !dir.is_dir() {
             return Err(Error::Invalid(format!(
                 "no corpus `{name}` in {}; build one with `fute corpus build {name}`",
@@ -124,6 +132,42 @@ impl Workspace {
             )));
         }
         Corpus::load_dir(&dir)
+    }
+}
+
+/// Longest name accepted for a dataset, corpus or run.
+pub const MAX_NAME_LEN: usize = 100;
+
+/// Checks that `name`, given on the command line for a `kind` of thing that
+/// fute keeps in a folder of its own (dataset, corpus, run), is a plain name:
+/// ASCII letters, digits, `-`, `_` and `.`, starting with a letter or digit, at
+/// most [`MAX_NAME_LEN`] characters. That rules out every way out of the
+/// workspace (`..`, `/`, `\`, absolute paths, NUL) and names that hide
+/// (`.x`) or read as options (`-x`), on every file system.
+///
+/// # Errors
+/// [`Error::Invalid`] saying what is wrong and what a name may hold.
+pub fn check_name(kind: &str, name: &str) -> Result<()> {
+    let problem = if name.is_empty() {
+        Some("is empty".to_owned())
+    } else if name.len() > MAX_NAME_LEN {
+        Some(format!("is longer than {MAX_NAME_LEN} characters"))
+    } else if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+    {
+        Some(format!("contains {c:?}"))
+    } else if !name.starts_with(|c: char| c.is_ascii_alphanumeric()) {
+        Some("must start with a letter or digit".to_owned())
+    } else {
+        None
+    };
+    match problem {
+        None => Ok(()),
+        Some(p) => Err(Error::Invalid(format!(
+            "invalid {kind} name {name:?}: {p}; a name holds letters, digits, `-`, `_` and \
+             `.` (e.g. `my-{kind}`), never a path"
+        ))),
     }
 }
 
@@ -141,4 +185,50 @@ fn subdirs(dir: &Path) -> Result<Vec<String>> {
     }
     names.sort();
     Ok(names)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_names_pass_and_paths_do_not() {
+        for ok in ["imdb", "my-data_2", "u.v2", "A1", &"x".repeat(MAX_NAME_LEN)] {
+            assert!(check_name("dataset", ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "..",
+            "../x",
+            "a/../../b",
+            "/etc",
+            "a/b",
+            "a\\b",
+            ".hidden",
+            "-rf",
+            "nul\0byte",
+            "tab\tname",
+            "é",
+            &"x".repeat(MAX_NAME_LEN + 1),
+        ] {
+            let e = check_name("corpus", bad).unwrap_err().to_string();
+            assert!(
+                e.contains("invalid corpus name") && e.contains("never a path"),
+                "{bad:?}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn workspace_folders_refuse_escaping_names() {
+        let ws = Workspace::new("/w", "/a");
+        assert_eq!(
+            ws.dataset_dir("d").unwrap(),
+            Path::new("/w/.fute/datasets/d")
+        );
+        assert!(ws.dataset_dir("../../etc").is_err());
+        assert!(ws.corpus_dir("/abs").is_err());
+        assert!(ws.load_dataset("../x").is_err());
+        assert!(ws.load_corpus("..").is_err());
+    }
 }

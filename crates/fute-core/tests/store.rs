@@ -353,9 +353,13 @@ fn datasize_and_curvegrad_rankings() {
         .map(|r| r.name)
         .collect();
     assert_eq!(by_size, ["big", "mid", "small"]);
-    // Descending slopes: small is first on every component; mid beats big on two of three.
+    // Steepest fall first: small is last on every component (its slopes are the
+    // flattest); big beats mid on two of three (−0.3 < −0.2, −0.2 < −0.1).
     let by_curve = store.rank_by_component_values(&t, &cands).unwrap();
     let names: Vec<&str> = by_curve.iter().map(|r| r.name.as_str()).collect();
-    assert_eq!(names, ["small", "mid", "big"]);
-    assert!((by_curve[0].score - 3.0 / 61.0).abs() < 1e-12);
+    assert_eq!(names, ["big", "mid", "small"]);
+    // big: ranks 1, 1, 2 → 1/61 + 1/61 + 1/62.
+    assert!((by_curve[0].score - (2.0 / 61.0 + 1.0 / 62.0)).abs() < 1e-12);
+    // small: last everywhere → 3/63.
+    assert!((by_curve[2].score - 3.0 / 63.0).abs() < 1e-12);
 }

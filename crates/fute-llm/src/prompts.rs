@@ -201,7 +201,11 @@ impl PromptSet {
                 "no prompt set `{spec}`: not a built-in set (sa, nli) and no such file; a set of your own is a .toml or .json file"
             )));
         }
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        // The shared reader: a leading UTF-8 byte-order mark is dropped, other encodings named.
+        let text = fute_core::textfile::read_text(path).map_err(|e| match e {
+            fute_core::Error::Io { source, .. } => Error::io(path, source),
+            other => Error::Invalid(other.to_string()),
+        })?;
         match path.extension().and_then(|e| e.to_str()) {
             Some("json") => Self::from_json_str(&text),
             _ => Self::from_toml_str(&text),

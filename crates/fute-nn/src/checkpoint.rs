@@ -144,8 +144,11 @@ fn write_folder<M: TaskModel + ?Sized>(model: &M, tmp: &Path, opts: &SaveOptions
     let tensors = state_dict(model)?;
     let weights = tmp.join("model.safetensors");
     let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
-    safetensors::tensor::serialize_to_file(tensors.iter(), Some(metadata), &weights)
+    // Serialised in memory and written with `fs::write`: safetensors' own file
+    // writer creates the file 0600, whatever the umask.
+    let bytes = safetensors::tensor::serialize(tensors.iter(), Some(metadata))
         .map_err(|e| Error::io("writing", &weights, std::io::Error::other(e.to_string())))?;
+    std::fs::write(&weights, bytes).map_err(|e| Error::io("writing", &weights, e))?;
 
     let tok_dir = opts
         .tokenizer_dir
@@ -162,7 +165,10 @@ fn write_folder<M: TaskModel + ?Sized>(model: &M, tmp: &Path, opts: &SaveOptions
             let from = src.join(f);
             if from.is_file() {
                 let to = tmp.join(f);
-                std::fs::copy(&from, &to).map_err(|e| Error::io("copying", &from, e))?;
+                // Read and write rather than `fs::copy`, which would carry the source's
+                // mode over: the copy gets the umask's permissions like its siblings.
+                let bytes = std::fs::read(&from).map_err(|e| Error::io("reading", &from, e))?;
+                std::fs::write(&to, bytes).map_err(|e| Error::io("writing", &to, e))?;
             }
         }
     }

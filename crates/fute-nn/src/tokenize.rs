@@ -37,7 +37,18 @@ pub enum Truncation {
     /// Only cut the second segment: extractive QA keeps the question whole and
     /// cuts the context (error when the first alone is too long).
     OnlySecond,
+    /// Extractive QA as Hugging Face's `run_squad` does it: the question (first
+    /// segment) is cut to `max_question` tokens (`max_query_length`) and, when
+    /// the pair is still too long, to at most half the room, then the context is
+    /// cut. A long question never aborts a run.
+    Question {
+        /// Most question tokens kept (HF's default is [`DEFAULT_MAX_QUESTION_LEN`]).
+        max_question: usize,
+    },
 }
+
+/// Hugging Face's default `max_query_length` for extractive QA: 64 tokens.
+pub const DEFAULT_MAX_QUESTION_LEN: usize = 64;
 
 /// One encoded input (not padded).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -186,7 +197,11 @@ impl TextTokenizer {
                 what: "tokenizer (tokenizer.json)",
             });
         }
-        let mut inner = Tokenizer::from_file(path)
+        // Through fute-core's shared reader, so a UTF-8 byte-order mark is accepted.
+        let text =
+            fute_core::textfile::read_text(path).map_err(|e| Error::Tokenizer(e.to_string()))?;
+        let mut inner: Tokenizer = text
+            .parse()
             .map_err(|e| Error::Tokenizer(format!("{}: {e}", path.display())))?;
         let pad_id = inner
             .get_padding()
@@ -247,9 +262,17 @@ impl TextTokenizer {
     ) -> Result<Encoding> {
         let pair = matches!(input, TextInput::Pair(..));
         let special = self.num_special_tokens(pair);
-        if max_len <= special {
+        // A pair needs a token of each text; a single text one.
+        let least = special + if pair { 2 } else { 1 };
+        if max_len < least {
             return Err(Error::BadInput(format!(
-                "max length {max_len} leaves no room for text after {special} special tokens"
+                "maximum length {max_len} (--max-len) leaves no room for {} after the {special} \
+                 special tokens; use a maximum length of at least {least} (typically 128 or more)",
+                if pair {
+                    "both texts of a pair"
+                } else {
+                    "the text"
+                }
             )));
         }
         let budget = max_len - special;
@@ -257,12 +280,24 @@ impl TextTokenizer {
             TextInput::Single(t) => (self.segment(t)?, None),
             TextInput::Pair(t1, t2) => (self.segment(t1)?, Some(self.segment(t2)?)),
         };
+        let mut cut_question = false;
+        if let (Truncation::Question { max_question }, Some(_)) = (truncation, &b) {
+            if a.len() > max_question.max(1) {
+                a.truncate(max_question.max(1), 0, TruncationDirection::Right);
+                cut_question = true;
+            }
+        }
         let na = a.len();
         let nb = b.as_ref().map_or(0, |e| e.len());
-        let truncated = na + nb > budget;
-        if truncated {
+        let truncated = cut_question || na + nb > budget;
+        if na + nb > budget {
             let (ka, kb) = match (&b, truncation) {
-                (None, Truncation::OnlySecond) => {
+                (Some(_), Truncation::Question { .. }) => {
+                    // The question keeps at most half the room (at least 1 token).
+                    let ka = na.min((budget / 2).max(1));
+                    (ka, (budget - ka).min(nb))
+                }
+                (None, Truncation::OnlySecond | Truncation::Question { .. }) => {
                     return Err(Error::BadInput(
                         "only-second truncation needs a text pair".into(),
                     ))

@@ -126,9 +126,17 @@ pub fn embed(
         });
     }
     let t = std::time::Instant::now();
-    let components = req.method.run(surrogate, req.probe, req.seed, report)?;
+    let out = req.method.run(surrogate, req.probe, req.seed, report)?;
     meta.wall_seconds = t.elapsed().as_secs_f64();
-    let record = store.put(&meta, &components, req.dtype)?;
+    if let Some(fit) = &out.fit {
+        // Provenance, not identity: the id was fixed above from subject, space and seed.
+        meta.extra
+            .insert("surrogate_fit".into(), serde_json::to_value(fit)?);
+        if let Some(w) = fit.warning() {
+            meta.extra.insert("warning".into(), Value::from(w));
+        }
+    }
+    let record = store.put(&meta, &out.components, req.dtype)?;
     Ok(Embedded {
         record,
         cached: false,

@@ -2,38 +2,48 @@
 //! the result: the glue between `fute-core` datasets and `fute-nn` training.
 //!
 //! * [`finetune`]: dataset + base folder → tokenised examples (single text,
-//!   pair, or QA with the context truncated) → [`fute_nn::train::train`] →
-//!   an HF folder at `out` (`config.json` with `num_labels`, `id2label`,
-//!   `label2id`, `problem_type`; tokenizer files copied), written atomically.
+//!   pair, or QA with the question capped and the context truncated) →
+//!   [`fute_nn::train::train`] → an HF folder at `out` (`config.json` with
+//!   `num_labels`, `id2label`, `label2id`, `problem_type`; tokenizer files
+//!   copied; `fute_train.json` with the run's options and the dev score against
+//!   chance), written atomically. A base that already has a classifier keeps it
+//!   only for the same label names, its rows matched by name ([`labels`]).
 //!   Training state is checkpointed beside `out` (see [`state_dir_for`]) so a
 //!   rerun with the same options resumes an interrupted run; it is removed once
 //!   the model is saved.
 //! * [`predict`]: a saved task folder on a dataset split → metrics (accuracy,
 //!   macro-F1, MCC; Pearson, Spearman, MSE; SQuAD EM and F1) and one JSON record
-//!   per example.
+//!   per example; outputs are read as the dataset's labels by name.
 //!
-//! Errors a user can fix (missing files, label count mismatch, empty split)
-//! are [`fute_core::Error::Invalid`], so the CLI reports them with exit code 1.
+//! Errors a user can fix (missing files, labels that do not match, a maximum
+//! length beyond the model's positions, empty split) are
+//! [`fute_core::Error::Invalid`], so the CLI reports them with exit code 1.
 
-use std::collections::BTreeMap;
+pub mod labels;
+mod prediction;
+
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use anyhow::{Context as _, Result};
 use fute_core::dataset::{Dataset, Example, Input, Split, Target, TaskSchema};
-use fute_core::metrics;
 use fute_nn::checkpoint::SaveOptions;
-use fute_nn::train::{
-    self, answer_positions, best_span, RawPrediction, TrainConfig, TrainExample, TrainReport,
-    TrainTarget,
-};
+use fute_nn::params::Checkpoint;
+use fute_nn::train::{self, answer_positions, TrainConfig, TrainExample, TrainReport, TrainTarget};
 use fute_nn::{
     models, BuildOptions, Encoding, HeadSpec, TaskModel, TextInput, TextTokenizer, Truncation,
 };
 use serde::Serialize;
-use serde_json::{json, Value};
+
+use crate::fit::{check_accuracy, check_mse, FitCheck};
+use labels::{align_head, match_labels, model_label_names, HeadInit};
+pub use prediction::{
+    check_head_fits, predict, predict_with, write_jsonl, PredictOptions, PredictReport,
+};
 
 pub use fute_nn::train::{Control, EpochRecord, Event};
+
+/// File in a fine-tuned model folder recording how it was trained and whether it learned.
+pub const TRAIN_RECORD_FILE: &str = "fute_train.json";
 
 /// Longest answer (in tokens) a QA prediction may have (HF's `max_answer_length`).
 pub const MAX_ANSWER_TOKENS: usize = 30;
@@ -46,7 +56,7 @@ pub const MODEL_FILES: [(&str, &str); 3] = [
 ];
 
 /// Options of [`finetune`] (defaults as `fute train`).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct FinetuneOptions {
     /// Passes over the training data.
     pub epochs: usize,
@@ -74,9 +84,12 @@ pub struct FinetuneOptions {
     pub max_grad_norm: Option<f64>,
     /// Checkpoint every this many steps besides every epoch end.
     pub checkpoint_every: Option<usize>,
+    /// Most question tokens kept for extractive QA (HF's `max_query_length`).
+    pub max_question_len: usize,
     /// Always start from a freshly initialised head, even when `base` is a task
     /// model with a head of the right shape (intermediate-task transfer; see
-    /// [`fute_nn::BuildOptions::fresh_head`]). `false` reuses a matching head.
+    /// [`fute_nn::BuildOptions::fresh_head`]). `false` reuses a head trained on
+    /// the same labels.
     pub fresh_head: bool,
 }
 
@@ -96,6 +109,7 @@ impl Default for FinetuneOptions {
             weight_decay: 0.01,
             max_grad_norm: Some(1.0),
             checkpoint_every: None,
+            max_question_len: fute_nn::tokenize::DEFAULT_MAX_QUESTION_LEN,
             fresh_head: false,
         }
     }
@@ -112,12 +126,25 @@ pub struct FinetuneReport {
     pub dev_examples: usize,
     /// The head trained.
     pub head: String,
+    /// How the classification head started (fresh, or the base's matched by name).
+    pub head_init: String,
+    /// The best dev score against a model that learned nothing (`None`
+    /// without a dev split, and for QA, whose dev score is a loss).
+    pub dev_check: Option<FitCheck>,
+    /// What to try when `dev_check` is at chance.
+    pub warning: Option<String>,
     /// The training loop's report.
     pub train: TrainReport,
 }
 
-fn invalid(msg: impl Into<String>) -> anyhow::Error {
+pub(crate) fn invalid(msg: impl Into<String>) -> anyhow::Error {
     fute_core::Error::Invalid(msg.into()).into()
+}
+
+/// A `fute-nn` error as it is: its kind ([`fute_nn::Error::is_user_error`])
+/// decides the exit code.
+pub(crate) fn nn(e: fute_nn::Error) -> anyhow::Error {
+    anyhow::Error::new(e)
 }
 
 /// Checks that `dir` is a model folder with every file of [`MODEL_FILES`].
@@ -182,20 +209,43 @@ pub fn sample(examples: Vec<&Example>, limit: Option<usize>, seed: u64) -> Vec<&
     }
 }
 
-fn text_input(input: &Input) -> (TextInput<'_>, Truncation) {
+/// Refuses a maximum length the model has no positions for, before any work
+/// (otherwise only the first long text would fail, mid-run).
+///
+/// # Errors
+/// A user error naming the model folder, both numbers and the fix.
+pub fn check_max_len(max_len: usize, max_positions: usize, model_dir: &Path) -> Result<()> {
+    if max_len > max_positions {
+        return Err(invalid(format!(
+            "--max-len {max_len} exceeds the {max_positions} positions of {} \
+             (max_position_embeddings in its config.json); use --max-len {max_positions} or less",
+            model_dir.display()
+        )));
+    }
+    Ok(())
+}
+
+fn text_input(input: &Input, max_question: usize) -> (TextInput<'_>, Truncation) {
     match input {
         Input::Single(t) => (TextInput::Single(t), Truncation::LongestFirst),
         Input::Pair(a, b) => (TextInput::Pair(a, b), Truncation::LongestFirst),
-        Input::Qa { question, context } => {
-            (TextInput::Pair(question, context), Truncation::OnlySecond)
-        }
+        Input::Qa { question, context } => (
+            TextInput::Pair(question, context),
+            Truncation::Question { max_question },
+        ),
     }
 }
 
-/// Tokenises one example's input (QA keeps the question and cuts the context).
-pub fn encode_input(tok: &TextTokenizer, input: &Input, max_len: usize) -> Result<Encoding> {
-    let (t, trunc) = text_input(input);
-    Ok(tok.encode(t, max_len, trunc)?)
+/// Tokenises one example's input (QA cuts the question to `max_question`
+/// tokens, then the context).
+pub fn encode_input(
+    tok: &TextTokenizer,
+    input: &Input,
+    max_len: usize,
+    max_question: usize,
+) -> Result<Encoding> {
+    let (t, trunc) = text_input(input, max_question);
+    tok.encode(t, max_len, trunc).map_err(nn)
 }
 
 /// Tokenises examples and maps their targets for the head: class index, value,
@@ -204,11 +254,12 @@ pub fn encode_examples(
     tok: &TextTokenizer,
     examples: &[&Example],
     max_len: usize,
+    max_question: usize,
 ) -> Result<Vec<TrainExample>> {
     examples
         .iter()
         .map(|ex| {
-            let encoding = encode_input(tok, &ex.input, max_len)
+            let encoding = encode_input(tok, &ex.input, max_len, max_question)
                 .with_context(|| format!("example `{}`", ex.id))?;
             let target = match &ex.target {
                 Target::Label(l) => TrainTarget::Label(*l as u32),
@@ -221,6 +272,98 @@ pub fn encode_examples(
             Ok(TrainExample { encoding, target })
         })
         .collect()
+}
+
+/// Decides how the classification head starts from `base`: the base's head is
+/// kept only when it was trained on the same label names (its rows are then
+/// reordered to the dataset's order by [`align_head`]), kept by position when
+/// the base names no labels, and fresh (seeded) otherwise or when
+/// `fresh_head` asks for it.
+fn head_init(base: &Path, schema: &TaskSchema, fresh_head: bool) -> Result<HeadInit> {
+    let (HeadSpec::Classification { num_labels }, Some(labels)) =
+        (head_for(schema)?, schema.labels())
+    else {
+        return Ok(HeadInit::AsBase);
+    };
+    if fresh_head {
+        return Ok(HeadInit::Fresh);
+    }
+    let cfg_path = base.join("config.json");
+    let (raw, arch) = models::read_config(&cfg_path).map_err(nn)?;
+    let output = arch.sequence_output;
+    let ckpt = Checkpoint::open(base.join("model.safetensors")).map_err(nn)?;
+    let reused = ckpt
+        .resolve(&format!("{output}.weight"))
+        .and_then(|n| ckpt.shape(&n))
+        .is_some_and(|s| s.first() == Some(&num_labels));
+    if !reused {
+        return Ok(HeadInit::Fresh);
+    }
+    Ok(match model_label_names(&raw, &cfg_path)? {
+        None => HeadInit::FromBaseByPosition,
+        Some(names) => match match_labels(&names, labels, "the base model", "the dataset") {
+            Ok(map) => HeadInit::FromBaseByName(map),
+            Err(_) => HeadInit::ReplacedOtherLabels(format!(
+                "{} vs the dataset's {}",
+                names.join(", "),
+                labels.join(", ")
+            )),
+        },
+    })
+}
+
+/// The sequence head's output layer in `base`'s architecture.
+fn arch_output(base: &Path) -> Result<&'static str> {
+    let (_, arch) = models::read_config(&base.join("config.json")).map_err(nn)?;
+    Ok(arch.sequence_output)
+}
+
+/// The best dev score against chance, and advice when it is at chance.
+fn dev_check(
+    schema: &TaskSchema,
+    dev: &[&Example],
+    report: &TrainReport,
+    opts: &FinetuneOptions,
+) -> (Option<FitCheck>, Option<String>) {
+    let Some(best) = report.best_score else {
+        return (None, None);
+    };
+    let check = match schema {
+        TaskSchema::Classification { labels, .. } => {
+            let gold: Vec<usize> = dev
+                .iter()
+                .filter_map(|e| match e.target {
+                    Target::Label(l) => Some(l),
+                    _ => None,
+                })
+                .collect();
+            check_accuracy("best dev accuracy", best, &gold, labels)
+        }
+        TaskSchema::Regression { .. } => {
+            let gold: Vec<f64> = dev
+                .iter()
+                .filter_map(|e| match e.target {
+                    Target::Value(v) => Some(v),
+                    _ => None,
+                })
+                .collect();
+            // The trainer's dev score is −MSE (higher is better).
+            check_mse("best dev MSE", -best, &gold)
+        }
+        TaskSchema::ExtractiveQa => None,
+    };
+    let warning = check.as_ref().filter(|c| c.at_chance).map(|c| {
+        format!(
+            "the model did not learn: {}. Try a larger learning rate with smaller batches \
+             (e.g. --batch 16 --lr 5e-5; this run: --batch {} --lr {}), more epochs \
+             (--epochs, this run {}), or more training data (--limit)",
+            c.summary(),
+            opts.batch_size,
+            opts.lr,
+            opts.epochs
+        )
+    });
+    (check, warning)
 }
 
 /// Fine-tunes the model in `base` on `dataset`'s train split (evaluating on its
@@ -247,23 +390,21 @@ pub fn finetune(
         )));
     }
     let dev_split = sample(dataset.split(Split::Dev), opts.eval_limit, opts.seed);
-
-    let tok = TextTokenizer::from_folder(base)?;
-    let train_set = encode_examples(&tok, &train_split, opts.max_len)?;
-    let dev_set = encode_examples(&tok, &dev_split, opts.max_len)?;
+    let head_init = head_init(base, &dataset.card.schema, opts.fresh_head)?;
     let build = BuildOptions {
         seed: opts.seed,
-        fresh_head: opts.fresh_head,
+        fresh_head: opts.fresh_head || head_init.is_fresh(),
         ..Default::default()
     };
-    let model = models::load(base, head, &build)?;
-    let max_pos = model.describe().max_positions;
-    if opts.max_len > max_pos {
-        return Err(invalid(format!(
-            "--max-len {} exceeds the model's {max_pos} positions",
-            opts.max_len
-        )));
+    let model = models::load(base, head, &build).map_err(nn)?;
+    check_max_len(opts.max_len, model.describe().max_positions, base)?;
+    if let HeadInit::FromBaseByName(map) = &head_init {
+        align_head(model.as_ref(), arch_output(base)?, map)?;
     }
+
+    let tok = TextTokenizer::from_folder(base).map_err(nn)?;
+    let train_set = encode_examples(&tok, &train_split, opts.max_len, opts.max_question_len)?;
+    let dev_set = encode_examples(&tok, &dev_split, opts.max_len, opts.max_question_len)?;
     let state_dir = state_dir_for(out);
     let cfg = TrainConfig {
         epochs: opts.epochs,
@@ -297,226 +438,27 @@ pub fn finetune(
         let _ = std::fs::remove_dir_all(&state_dir);
         saved = Some(out.to_path_buf());
     }
-    Ok(FinetuneReport {
+    let (dev_check, warning) = dev_check(&dataset.card.schema, &dev_split, &report, opts);
+    let result = FinetuneReport {
         out: saved,
         train_examples: train_set.len(),
         dev_examples: dev_set.len(),
         head: format!("{head:?}"),
+        head_init: head_init.describe(),
+        dev_check,
+        warning,
         train: report,
-    })
-}
-
-/// Metrics and per-example predictions of a model on a dataset split.
-#[derive(Debug, Clone, Serialize)]
-pub struct PredictReport {
-    /// Dataset name.
-    pub dataset: String,
-    /// The split.
-    pub split: Split,
-    /// Examples predicted.
-    pub examples: usize,
-    /// Metric name → value (fractions in `[0, 1]`, correlations in `[−1, 1]`).
-    pub metrics: BTreeMap<String, f64>,
-    /// Seconds spent (tokenising and predicting).
-    pub seconds: f64,
-    /// One JSON object per example: id, input texts, gold, prediction (and
-    /// logits for classification).
-    #[serde(skip)]
-    pub records: Vec<Value>,
-}
-
-fn input_json(input: &Input) -> Value {
-    match input {
-        Input::Single(t) => json!({ "text": t }),
-        Input::Pair(a, b) => json!({ "text": a, "text_pair": b }),
-        Input::Qa { question, context } => json!({ "question": question, "context": context }),
+    };
+    if result.out.is_some() {
+        // Beside the weights, so whoever uses the model later sees whether it learned.
+        let record = serde_json::json!({
+            "dataset": name,
+            "dataset_hash": dataset.content_hash(),
+            "options": opts,
+            "report": &result,
+        });
+        let text = serde_json::to_string_pretty(&record)? + "\n";
+        fute_core::fsutil::write_atomic(&out.join(TRAIN_RECORD_FILE), text.as_bytes())?;
     }
-}
-
-fn argmax(v: &[f32]) -> usize {
-    let mut best = 0;
-    for (i, x) in v.iter().enumerate() {
-        if *x > v[best] {
-            best = i;
-        }
-    }
-    best
-}
-
-/// Checks that a saved model's head fits a dataset's task (kind and label count).
-pub fn check_head_fits(
-    head: HeadSpec,
-    schema: &TaskSchema,
-    model_dir: &Path,
-    name: &str,
-) -> Result<()> {
-    let want = head_for(schema)?;
-    if head == want {
-        return Ok(());
-    }
-    Err(match (head, want) {
-        (
-            HeadSpec::Classification { num_labels: m },
-            HeadSpec::Classification { num_labels: d },
-        ) => invalid(format!(
-            "model {} has {m} labels (num_labels in config.json) but dataset `{name}` has {d} \
-                 ({}); use a model trained on this dataset or one with the same labels",
-            model_dir.display(),
-            schema.labels().unwrap_or_default().join(", ")
-        )),
-        _ => invalid(format!(
-            "model {} has a {} head but dataset `{name}` is a {} task",
-            model_dir.display(),
-            describe(head),
-            schema.short_name()
-        )),
-    })
-}
-
-fn describe(h: HeadSpec) -> String {
-    match h {
-        HeadSpec::Classification { num_labels } => format!("{num_labels}-class classification"),
-        HeadSpec::Regression => "regression".into(),
-        HeadSpec::QuestionAnswering => "question-answering".into(),
-    }
-}
-
-/// Runs the task model saved in `model_dir` on `split` of `dataset` (at most
-/// `limit` examples, a fixed seeded sample kept in file order), truncating
-/// inputs to `max_len` tokens (default: the model's positions, at most 512).
-pub fn predict(
-    dataset: &Dataset,
-    model_dir: &Path,
-    split: Split,
-    limit: Option<usize>,
-    batch_size: usize,
-    max_len: Option<usize>,
-) -> Result<PredictReport> {
-    let started = Instant::now();
-    let name = &dataset.card.name;
-    check_model_folder(model_dir, "model")?;
-    let head = models::task_head(model_dir)
-        .with_context(|| "train a task model with `fute train`".to_string())?;
-    let schema = &dataset.card.schema;
-    check_head_fits(head, schema, model_dir, name)?;
-    let examples = sample(dataset.split(split), limit, 0);
-    if examples.is_empty() {
-        return Err(invalid(format!(
-            "split `{split}` of dataset `{name}` has no examples{}",
-            if limit == Some(0) { " (--limit 0)" } else { "" }
-        )));
-    }
-    let tok = TextTokenizer::from_folder(model_dir)?;
-    let model = models::load(model_dir, head, &BuildOptions::default())?;
-    let max_pos = model.describe().max_positions;
-    let max_len = max_len.unwrap_or(max_pos.min(512));
-    if max_len > max_pos {
-        return Err(invalid(format!(
-            "max length {max_len} exceeds the model's {max_pos} positions"
-        )));
-    }
-    let encodings = examples
-        .iter()
-        .map(|ex| encode_input(&tok, &ex.input, max_len))
-        .collect::<Result<Vec<_>>>()?;
-    let raw = train::predict(&model, &encodings, tok.pad_id(), batch_size)?;
-
-    let mut metrics_out = BTreeMap::new();
-    let mut records = Vec::with_capacity(examples.len());
-    match schema {
-        TaskSchema::Classification { labels, .. } => {
-            let (mut pred, mut gold) = (Vec::new(), Vec::new());
-            for (ex, r) in examples.iter().zip(&raw) {
-                let (RawPrediction::Logits(l), Target::Label(g)) = (r, &ex.target) else {
-                    return Err(invalid(format!("example `{}` has no class label", ex.id)));
-                };
-                let p = argmax(l);
-                let mut rec = input_json(&ex.input);
-                rec["id"] = json!(ex.id);
-                rec["gold"] = json!(g);
-                rec["gold_label"] = json!(labels[*g]);
-                rec["pred"] = json!(p);
-                rec["pred_label"] = json!(labels[p]);
-                rec["logits"] = json!(l);
-                records.push(rec);
-                pred.push(p);
-                gold.push(*g);
-            }
-            let k = labels.len();
-            metrics_out.insert("accuracy".into(), metrics::accuracy(&pred, &gold));
-            metrics_out.insert("macro_f1".into(), metrics::macro_f1(&pred, &gold, k));
-            metrics_out.insert("mcc".into(), metrics::matthews(&pred, &gold, k));
-        }
-        TaskSchema::Regression { .. } => {
-            let (mut pred, mut gold) = (Vec::new(), Vec::new());
-            for (ex, r) in examples.iter().zip(&raw) {
-                let (RawPrediction::Score(s), Target::Value(g)) = (r, &ex.target) else {
-                    return Err(invalid(format!("example `{}` has no value", ex.id)));
-                };
-                let mut rec = input_json(&ex.input);
-                rec["id"] = json!(ex.id);
-                rec["gold"] = json!(g);
-                rec["pred"] = json!(s);
-                records.push(rec);
-                pred.push(f64::from(*s));
-                gold.push(*g);
-            }
-            let mse = pred
-                .iter()
-                .zip(&gold)
-                .map(|(p, g)| (p - g).powi(2))
-                .sum::<f64>()
-                / pred.len() as f64;
-            metrics_out.insert("pearson".into(), metrics::pearson(&pred, &gold));
-            metrics_out.insert("spearman".into(), metrics::spearman(&pred, &gold));
-            metrics_out.insert("mse".into(), mse);
-        }
-        TaskSchema::ExtractiveQa => {
-            let (mut em, mut f1) = (0.0, 0.0);
-            for ((ex, r), enc) in examples.iter().zip(&raw).zip(&encodings) {
-                let (
-                    RawPrediction::Span { start, end },
-                    Target::Span(g),
-                    Input::Qa { context, .. },
-                ) = (r, &ex.target, &ex.input)
-                else {
-                    return Err(invalid(format!("example `{}` is not a QA example", ex.id)));
-                };
-                let pred_text = best_span(enc, start, end, MAX_ANSWER_TOKENS)
-                    .and_then(|(s, e)| enc.token_span_to_char_span(s, e))
-                    .map(|(a, b)| context.chars().skip(a).take(b - a).collect::<String>())
-                    .unwrap_or_default();
-                let gold_text = g.as_ref().map(|a| a.text.clone()).unwrap_or_default();
-                em += metrics::squad_exact_match(&pred_text, &gold_text);
-                f1 += metrics::squad_f1(&pred_text, &gold_text);
-                let mut rec = input_json(&ex.input);
-                rec["id"] = json!(ex.id);
-                rec["gold"] = json!(gold_text);
-                rec["pred"] = json!(pred_text);
-                records.push(rec);
-            }
-            let n = examples.len() as f64;
-            metrics_out.insert("exact_match".into(), em / n);
-            metrics_out.insert("f1".into(), f1 / n);
-        }
-    }
-    Ok(PredictReport {
-        dataset: name.clone(),
-        split,
-        examples: examples.len(),
-        metrics: metrics_out,
-        seconds: started.elapsed().as_secs_f64(),
-        records,
-    })
-}
-
-/// Writes `records` as JSON lines to `path` atomically.
-pub fn write_jsonl(path: &Path, records: &[Value]) -> Result<()> {
-    let mut text = String::new();
-    for r in records {
-        text.push_str(&serde_json::to_string(r)?);
-        text.push('\n');
-    }
-    fute_core::fsutil::write_atomic(path, text.as_bytes())?;
-    Ok(())
+    Ok(result)
 }

@@ -6,6 +6,7 @@
 pub mod bench;
 pub mod embed;
 pub mod finetune;
+pub mod fit;
 pub mod methods;
 pub mod model_outputs;
 pub mod probe;

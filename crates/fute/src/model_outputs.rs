@@ -54,6 +54,9 @@ pub struct SubjectModel {
     pub input: Option<ModelInput>,
     /// How many examples it was fine-tuned on (its DataSize), when known.
     pub train_examples: Option<usize>,
+    /// A classifier's label names by output index (`config.json`'s `id2label`;
+    /// `None` when it names none): the order of its output distributions.
+    pub labels: Option<Vec<String>>,
     model: Box<dyn TaskModel>,
     tokenizer: TextTokenizer,
 }
@@ -84,12 +87,21 @@ impl SubjectModel {
         } else {
             record.as_ref().and_then(|r| r.input)
         };
+        let labels = match head {
+            HeadSpec::Classification { .. } => {
+                let cfg_path = dir.join("config.json");
+                let (raw, _) = models::read_config(&cfg_path)?;
+                crate::finetune::labels::model_label_names(&raw, &cfg_path)?
+            }
+            _ => None,
+        };
         Ok(SubjectModel {
             dir: dir.to_path_buf(),
             hash,
             head,
             input,
             train_examples: record.and_then(|r| r.train_examples),
+            labels,
             model,
             tokenizer,
         })
@@ -136,7 +148,9 @@ impl SubjectModel {
         let qa = self.head == HeadSpec::QuestionAnswering;
         let texts: Vec<TextInput> = inputs.iter().map(|s| text_input(s)).collect();
         let trunc = if qa {
-            Truncation::OnlySecond
+            Truncation::Question {
+                max_question: fute_nn::tokenize::DEFAULT_MAX_QUESTION_LEN,
+            }
         } else {
             Truncation::LongestFirst
         };

@@ -84,10 +84,10 @@ fn fim_dte_is_deterministic_and_seed_dependent() {
     let s = Surrogate::open(&tiny_bert()).unwrap();
     let p = gold_probe();
     let m = method(FisherVariant::PerExample);
-    let a = m.run(&s, &p, 7, &mut |_| {}).unwrap();
-    let b = m.run(&s, &p, 7, &mut |_| {}).unwrap();
+    let a = m.run(&s, &p, 7, &mut |_| {}).unwrap().components;
+    let b = m.run(&s, &p, 7, &mut |_| {}).unwrap().components;
     assert_eq!(a, b, "same seed, same vector (bit for bit)");
-    let c = m.run(&s, &p, 8, &mut |_| {}).unwrap();
+    let c = m.run(&s, &p, 8, &mut |_| {}).unwrap().components;
     assert_ne!(a, c, "the seed initialises the head and shuffles training");
     // Components are the encoder's parameters by HF name; the head is excluded.
     assert!(a

@@ -73,7 +73,8 @@ fn heavy_peft_loss_goes_down_on_real_tweets() {
                     losses.push(x.trim().parse::<f64>().unwrap());
                 }
             })
-            .unwrap();
+            .unwrap()
+            .components;
         let secs = t.elapsed().as_secs_f64();
         let dim: usize = v.iter().map(|(_, c)| c.len()).sum();
         eprintln!(

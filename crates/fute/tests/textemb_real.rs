@@ -49,8 +49,14 @@ fn textemb_is_mask_aware_deterministic_and_cached() {
         max_len: 64,
         batch: 2,
     };
-    let alone = m1.run(&s, &probe(&[short, long]), 0, &mut |_| {}).unwrap();
-    let batched = m2.run(&s, &probe(&[short, long]), 0, &mut |_| {}).unwrap();
+    let alone = m1
+        .run(&s, &probe(&[short, long]), 0, &mut |_| {})
+        .unwrap()
+        .components;
+    let batched = m2
+        .run(&s, &probe(&[short, long]), 0, &mut |_| {})
+        .unwrap()
+        .components;
     let (a, b) = (&alone[0].1, &batched[0].1);
     assert_eq!(a.len(), 384);
     let max = a
@@ -80,7 +86,7 @@ fn textemb_is_mask_aware_deterministic_and_cached() {
     assert!(!first.cached && again.cached);
     assert_eq!(first.record.id, again.record.id);
     // Recomputing from scratch gives bit-identical values.
-    let fresh = m1.run(&s, &p, 1, &mut |_| {}).unwrap();
+    let fresh = m1.run(&s, &p, 1, &mut |_| {}).unwrap().components;
     assert_eq!(store.read(&first.record).unwrap(), fresh);
     // A target-blind method refuses MTEs.
     let err = embed(

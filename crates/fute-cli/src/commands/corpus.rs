@@ -123,7 +123,7 @@ pub fn build(
     force: bool,
     json: bool,
 ) -> anyhow::Result<()> {
-    let dir = ctx.workspace.corpus_dir(name);
+    let dir = ctx.workspace.corpus_dir(name)?;
     if dir.exists() && !force {
         return Err(user(format!(
             "corpus `{name}` already exists in {}; pass --force to rebuild it",

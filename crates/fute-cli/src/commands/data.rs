@@ -402,11 +402,7 @@ fn import(
     split: SplitConfig,
     force: bool,
 ) -> anyhow::Result<()> {
-    if name.is_empty() || name.contains(['/', '\\']) || name.starts_with('.') {
-        return Err(user(format!(
-            "invalid dataset name `{name}`: use letters, digits, `-` and `_`"
-        )));
-    }
+    let dir = ctx.workspace.dataset_dir(name)?;
     if !(0.0..1.0).contains(&(split.dev + split.test)) || split.dev < 0.0 || split.test < 0.0 {
         return Err(user(
             "--dev and --test must be fractions that sum to less than 1",
@@ -421,7 +417,6 @@ fn import(
             _ => return Err(user(format!("cannot tell the format of {} from its extension; pass --format jsonl or --format csv", file.display()))),
         },
     };
-    let dir = ctx.workspace.dataset_dir(name);
     if dir.exists() && !force {
         return Err(user(format!(
             "dataset `{name}` already exists in {}; pass --force to replace it",
@@ -468,7 +463,7 @@ pub fn schema_from(schema: SchemaArg, labels: Vec<String>) -> anyhow::Result<Tas
             "a classification dataset needs --labels, e.g. --labels negative,positive",
         ));
     }
-    Ok(match schema {
+    let schema = match schema {
         SchemaArg::Classification => TaskSchema::Classification {
             inputs: InputShape::Single,
             labels,
@@ -486,5 +481,7 @@ pub fn schema_from(schema: SchemaArg, labels: Vec<String>) -> anyhow::Result<Tas
             range: None,
         },
         SchemaArg::ExtractiveQa => TaskSchema::ExtractiveQa,
-    })
+    };
+    schema.check().map_err(user)?;
+    Ok(schema)
 }

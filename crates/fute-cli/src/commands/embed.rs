@@ -380,6 +380,11 @@ fn run_embed(
     )>,
 ) -> anyhow::Result<()> {
     let surrogate = Surrogate::open(&resolve_model_dir(&common.surrogate, &ctx.assets)?)?;
+    fute::finetune::check_max_len(
+        common.max_len,
+        surrogate.config.max_position_embeddings,
+        &surrogate.dir,
+    )?;
     let store = Store::open(&ctx.workspace.state_dir())?;
     let method = common.method(method);
     let (subject, kind, probe, corpus, mut extra) = make(&surrogate, &method)?;
@@ -512,6 +517,10 @@ pub fn run(ctx: &Context, cmd: EmbedCmd) -> anyhow::Result<()> {
                 if let Some(n) = model.train_examples {
                     extra.insert("train_examples".into(), Value::from(n));
                 }
+                if let Some(labels) = &model.labels {
+                    // The order of the soft targets, so they are read by name later.
+                    extra.insert("labels".into(), Value::from(labels.clone()));
+                }
                 Ok((
                     subject,
                     EmbeddingKind::Mte,
@@ -602,6 +611,15 @@ fn embed_llm(
 }
 
 fn report(out: &Embedded, json: bool) -> anyhow::Result<()> {
+    if let Some(w) = out
+        .record
+        .meta
+        .extra
+        .get("warning")
+        .and_then(|v| v.as_str())
+    {
+        eprintln!("warning: {w}");
+    }
     if json {
         return super::print_json(&out.record);
     }

@@ -182,6 +182,25 @@ pub fn show(ctx: &Context, id: &str) -> anyhow::Result<()> {
     let store = open(ctx)?;
     let rec = store.get(id)?;
     let comps = store.components(&rec)?;
+    if let Some(fit) = rec.meta.extra.get("surrogate_fit") {
+        // The JSON below holds it too; say it in words where a person looks.
+        if let Ok(fit) = serde_json::from_value::<fute::fit::SurrogateFit>(fit.clone()) {
+            let line = fit.agreement.as_ref().map_or_else(
+                || format!("final train loss {:.4}", fit.final_train_loss),
+                |c| {
+                    format!(
+                        "{}; final train loss {:.4}",
+                        c.summary(),
+                        fit.final_train_loss
+                    )
+                },
+            );
+            eprintln!("surrogate fit: {line}");
+            if let Some(w) = fit.warning() {
+                eprintln!("warning: {w}");
+            }
+        }
+    }
     let v = serde_json::json!({"record": rec, "components": comps});
     print_json(&v)
 }
@@ -250,6 +269,12 @@ pub fn similarity(ctx: &Context, args: SimilarityArgs) -> anyhow::Result<()> {
 pub fn rank(ctx: &Context, args: RankArgs) -> anyhow::Result<()> {
     let store = open(ctx)?;
     let target = store.get(&args.target)?;
+    if matches!(args.by, ByArg::Curvegrad) && target.meta.space.method != "curvegrad" {
+        return Err(super::user(format!(
+            "--by curvegrad ranks curvegrad embeddings, but the target {} was made with `{}`",
+            target.id, target.meta.space.method
+        )));
+    }
     let candidates: Vec<EmbeddingRecord> = if args.candidates.is_empty() {
         store.list(&ListFilter {
             kind: args.kind.map(Into::into),
@@ -294,15 +319,7 @@ pub fn rank(ctx: &Context, args: RankArgs) -> anyhow::Result<()> {
             },
         )?,
         ByArg::Datasize => store.rank_by_datasize(&target, &chosen)?,
-        ByArg::Curvegrad => {
-            if target.meta.space.method != "curvegrad" {
-                return Err(super::user(format!(
-                    "--by curvegrad ranks curvegrad embeddings, but the target {} was made with `{}`",
-                    target.id, target.meta.space.method
-                )));
-            }
-            store.rank_by_component_values(&target, &chosen)?
-        }
+        ByArg::Curvegrad => store.rank_by_component_values(&target, &chosen)?,
     };
     if let Some(k) = args.top {
         ranked.truncate(k);

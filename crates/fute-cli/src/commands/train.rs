@@ -37,9 +37,13 @@ pub struct TrainArgs {
     /// Examples per batch.
     #[arg(long, default_value_t = 32)]
     pub batch: usize,
-    /// Longest input in tokens; longer inputs are truncated.
+    /// Longest input in tokens; longer inputs are truncated. At most the base model's positions.
     #[arg(long, default_value_t = 128)]
     pub max_len: usize,
+    /// Extractive QA: most question tokens kept (longer questions are cut, as HF's
+    /// max_query_length; a question also keeps at most half of --max-len).
+    #[arg(long, default_value_t = fute_nn::tokenize::DEFAULT_MAX_QUESTION_LEN, value_name = "N")]
+    pub max_question_len: usize,
     /// Seed of sampling, shuffling, dropout and the new head.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
@@ -88,9 +92,9 @@ pub fn resolve_model(ctx: &Context, spec: &str) -> anyhow::Result<PathBuf> {
 
 /// Runs `fute train`.
 pub fn run(ctx: &Context, a: TrainArgs) -> anyhow::Result<()> {
-    if a.epochs == 0 || a.batch == 0 || a.grad_accum == 0 {
+    if a.epochs == 0 || a.batch == 0 || a.grad_accum == 0 || a.max_question_len == 0 {
         return Err(user(
-            "--epochs, --batch and --grad-accum must be at least 1",
+            "--epochs, --batch, --grad-accum and --max-question-len must be at least 1",
         ));
     }
     if !(0.0..1.0).contains(&a.warmup) {
@@ -113,6 +117,7 @@ pub fn run(ctx: &Context, a: TrainArgs) -> anyhow::Result<()> {
         max_grad_norm: (a.max_grad_norm > 0.0).then_some(a.max_grad_norm),
         checkpoint_every: a.checkpoint_every,
         fresh_head: false,
+        max_question_len: a.max_question_len,
     };
     let started = Instant::now();
     let pb = ProgressBar::new(0);
@@ -200,6 +205,10 @@ pub fn run(ctx: &Context, a: TrainArgs) -> anyhow::Result<()> {
             report.train_examples,
         )?;
     }
+    if let Some(w) = &report.warning {
+        // On stderr whatever the output format; also in the model folder's fute_train.json.
+        eprintln!("warning: {w}");
+    }
     if a.json {
         return print_json(&report);
     }
@@ -225,6 +234,10 @@ pub fn run(ctx: &Context, a: TrainArgs) -> anyhow::Result<()> {
                 ""
             }
         );
+    }
+    println!("{}", report.head_init);
+    if let Some(c) = &report.dev_check {
+        println!("{}", c.summary());
     }
     if let Some(out) = &report.out {
         println!("saved to {}", out.display());

@@ -129,6 +129,21 @@ impl Sink<'_> {
             .find_map(|rule| rule.destination(member))
     }
 
+    /// Refuses a member whose own path climbs out (`..`) or is absolute, selected
+    /// or not: no honest package holds one, and an archive that does is hostile.
+    fn check_member(&self, name: &str) -> Result<()> {
+        let climbs = Path::new(name).components().any(|c| {
+            matches!(
+                c,
+                Component::ParentDir | Component::RootDir | Component::Prefix(_)
+            )
+        });
+        if climbs || name.contains('\0') {
+            return Err(self.corrupt(format!("unsafe member path `{}`", name.escape_debug())));
+        }
+        Ok(())
+    }
+
     fn corrupt(&self, what: impl std::fmt::Display) -> Error {
         Error::Invalid(format!(
             "{}: cannot read archive {}: {what}; delete it and fetch again",
@@ -140,7 +155,9 @@ impl Sink<'_> {
     /// Writes one selected member to `<stage>/<dest>`.
     fn write(&mut self, dest: &str, reader: &mut dyn Read) -> Result<()> {
         let rel = Path::new(dest);
-        if !rel.components().all(|c| matches!(c, Component::Normal(_))) {
+        // Only plain components: no `..`, root, prefix or `.`; and never through a
+        // link (members that are links are skipped, so the stage holds none).
+        if dest.is_empty() || !rel.components().all(|c| matches!(c, Component::Normal(_))) {
             return Err(self.corrupt(format!("unsafe member path `{dest}`")));
         }
         let path = self.stage.join(rel);
@@ -202,10 +219,11 @@ fn extract_zip(sink: &mut Sink<'_>, progress: &mut dyn FnMut(Progress)) -> Resul
     for index in 0..zip.len() {
         let mut entry = zip.by_index(index).map_err(|e| sink.corrupt(e))?;
         read += entry.compressed_size();
+        let name = entry.name().map_err(|e| sink.corrupt(e))?.into_owned();
+        sink.check_member(&name)?;
         if !entry.is_file() {
             continue;
         }
-        let name = entry.name().map_err(|e| sink.corrupt(e))?.into_owned();
         if let Some(dest) = sink.destination(&name) {
             sink.write(&dest, &mut entry)?;
             reported = read;
@@ -236,9 +254,10 @@ fn extract_tar(
         let mut entry = entry.map_err(|e| sink.corrupt(e))?;
         let now = read();
         let due = now.is_some_and(|n| n - reported >= REPORT_EVERY);
+        let name = entry.path().map_err(|e| sink.corrupt(e))?;
+        let name = name.to_string_lossy().into_owned();
+        sink.check_member(&name)?;
         if entry.header().entry_type().is_file() {
-            let name = entry.path().map_err(|e| sink.corrupt(e))?;
-            let name = name.to_string_lossy().into_owned();
             if let Some(dest) = sink.destination(&name) {
                 sink.write(&dest, &mut entry)?;
                 reported = now.unwrap_or(0);
@@ -261,6 +280,10 @@ fn extract_tar(
 }
 
 #[cfg(test)]
+#[path = "extract_security_tests.rs"]
+mod security_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::assets::catalogue::{ArchiveSpec, AssetKind, Extract, Source};
@@ -280,7 +303,7 @@ mod tests {
         },
     ];
 
-    fn spec(format: ArchiveFormat, files: usize) -> AssetSpec {
+    pub(super) fn spec(format: ArchiveFormat, files: usize) -> AssetSpec {
         AssetSpec {
             name: "toy",
             kind: AssetKind::UnlabelledText,

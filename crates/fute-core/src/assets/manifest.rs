@@ -122,7 +122,7 @@ impl Manifest {
     pub fn save(&self, root: &Path) -> Result<()> {
         std::fs::create_dir_all(root).map_err(|e| Error::io("creating", root, e))?;
         let path = Self::path(root);
-        let mut tmp = tempfile::Builder::new()
+        let mut tmp = crate::fsutil::temp_file_builder()
             .prefix(".manifest-")
             .suffix(".tmp")
             .tempfile_in(root)

@@ -14,7 +14,6 @@ use crate::rng::SplitMix64;
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet};
-use std::io::BufRead;
 use std::path::Path;
 
 pub use model_input::{last_segment, ModelInput};
@@ -240,24 +239,15 @@ impl Corpus {
     /// Loads a corpus folder and checks its hash.
     pub fn load_dir(dir: &Path) -> Result<Corpus> {
         let card_path = dir.join(CARD_FILE);
-        let bytes = std::fs::read(&card_path).map_err(|e| Error::io("reading", &card_path, e))?;
-        let card: CorpusCard = serde_json::from_slice(&bytes).map_err(|e| {
-            Error::data(
-                &card_path,
-                Some(e.line()),
-                None,
-                format!("invalid corpus card: {e}"),
-            )
-        })?;
+        let card: CorpusCard = crate::textfile::read_json(&card_path, "corpus card")?;
         let path = dir.join(INPUTS_FILE);
-        let file = std::fs::File::open(&path).map_err(|e| Error::io("opening", &path, e))?;
+        let text = crate::textfile::read_text(&path)?;
         let mut inputs = Vec::new();
-        for (n, line) in std::io::BufReader::new(file).lines().enumerate() {
-            let line = line.map_err(|e| Error::io("reading", &path, e))?;
+        for (n, line) in text.lines().enumerate() {
             if line.trim().is_empty() {
                 continue;
             }
-            let input: CorpusInput = serde_json::from_str(&line).map_err(|e| {
+            let input: CorpusInput = serde_json::from_str(line).map_err(|e| {
                 Error::data(
                     &path,
                     Some(n + 1),

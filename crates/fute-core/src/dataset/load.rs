@@ -3,26 +3,31 @@
 use super::example::Example;
 use super::record::{parse_record, to_record, Origin};
 use super::schema::TaskSchema;
+use crate::textfile::read_text;
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::collections::HashMap;
-use std::io::BufRead;
 use std::path::Path;
 
 /// Reads a JSONL file of normalised records (one JSON object per line; blank lines skipped).
+///
+/// The file may start with a UTF-8 byte-order mark (see [`crate::textfile`]).
+///
+/// # Errors
+/// [`Error::InvalidData`] naming the file, line and field of the first bad
+/// record, or the file when the schema itself is unusable (see [`TaskSchema::check`]).
 pub fn read_jsonl(path: &Path, schema: &TaskSchema) -> Result<Vec<Example>> {
-    let file = std::fs::File::open(path).map_err(|e| Error::io("opening", path, e))?;
+    check_schema(path, schema)?;
+    let text = read_text(path)?;
     let mut examples = Vec::new();
     let mut ids = IdCheck::default();
-    for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
+    for (i, line) in text.lines().enumerate() {
         let at = Origin { path, line: i + 1 };
-        let line = line
-            .map_err(|e| Error::data(path, Some(i + 1), None, format!("cannot read line: {e}")))?;
         if line.trim().is_empty() {
             continue;
         }
-        let rec: Map<String, Value> = match serde_json::from_str::<Value>(&line) {
+        let rec: Map<String, Value> = match serde_json::from_str::<Value>(line) {
             Ok(Value::Object(m)) => m,
             Ok(_) => {
                 return Err(Error::data(
@@ -95,10 +100,11 @@ impl FieldMap {
 /// Columns that `map` does not mention keep their own names, so a CSV whose
 /// header already uses the normalised names needs no mapping.
 pub fn read_csv(path: &Path, schema: &TaskSchema, map: &FieldMap) -> Result<Vec<Example>> {
+    check_schema(path, schema)?;
+    let text = read_text(path)?;
     let mut reader = csv::ReaderBuilder::new()
         .flexible(false)
-        .from_path(path)
-        .map_err(|e| Error::data(path, None, None, format!("cannot open CSV: {e}")))?;
+        .from_reader(text.as_bytes());
     let headers = reader
         .headers()
         .map_err(|e| {
@@ -203,6 +209,12 @@ impl IdCheck {
         self.0.insert(id.to_owned(), at.line);
         Ok(())
     }
+}
+
+/// A schema that no file could satisfy (one label, repeated labels) is the
+/// file's problem at import, not a failure three commands later.
+fn check_schema(path: &Path, schema: &TaskSchema) -> Result<()> {
+    schema.check().map_err(|m| Error::data(path, None, None, m))
 }
 
 fn non_empty(path: &Path, examples: Vec<Example>) -> Result<Vec<Example>> {

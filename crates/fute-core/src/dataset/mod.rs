@@ -39,15 +39,10 @@ impl Dataset {
     /// Loads a dataset folder (`card.json` + `examples.jsonl`).
     pub fn load_dir(dir: &Path) -> Result<Self> {
         let card_path = dir.join(CARD_FILE);
-        let bytes = std::fs::read(&card_path).map_err(|e| Error::io("reading", &card_path, e))?;
-        let card: DatasetCard = serde_json::from_slice(&bytes).map_err(|e| {
-            Error::data(
-                &card_path,
-                Some(e.line()),
-                None,
-                format!("invalid dataset card: {e}"),
-            )
-        })?;
+        let card: DatasetCard = crate::textfile::read_json(&card_path, "dataset card")?;
+        card.schema
+            .check()
+            .map_err(|m| Error::data(&card_path, None, Some("schema"), m))?;
         let examples = read_jsonl(&dir.join(EXAMPLES_FILE), &card.schema)?;
         Ok(Dataset { card, examples })
     }

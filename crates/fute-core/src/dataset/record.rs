@@ -37,6 +37,11 @@ fn text_field(rec: &Map<String, Value>, name: &str, at: &Origin) -> Result<Strin
     match rec.get(name) {
         None => Err(at.err(Some(name), format!("missing field `{name}`"))),
         Some(Value::String(s)) if s.trim().is_empty() => Err(at.err(Some(name), "empty text")),
+        Some(Value::String(s)) if !crate::textfile::has_visible_text(s) => Err(at.err(
+            Some(name),
+            "the text shows no characters (only whitespace, zero-width or control \
+             characters); remove the record or give it text",
+        )),
         Some(Value::String(s)) => Ok(s.clone()),
         Some(v) => Err(at.err(
             Some(name),

@@ -59,6 +59,52 @@ impl TaskSchema {
         }
     }
 
+    /// Checks that some data could satisfy the schema: a classification needs at
+    /// least two distinct, visible label names (one class gives every model the
+    /// same answer and makes every score meaningless); a regression range needs
+    /// `low < high`.
+    ///
+    /// # Errors
+    /// What is wrong and how to fix it, as a sentence.
+    pub fn check(&self) -> Result<(), String> {
+        match self {
+            TaskSchema::Classification { labels, .. } => {
+                if labels.len() < 2 {
+                    return Err(format!(
+                        "a classification needs at least two labels, the schema has {} ({});                          list every class, e.g. --labels negative,positive (a one-class                          detector is a binary task: add the `other` class)",
+                        labels.len(),
+                        if labels.is_empty() {
+                            "none".to_owned()
+                        } else {
+                            labels.join(", ")
+                        }
+                    ));
+                }
+                for (i, l) in labels.iter().enumerate() {
+                    if !crate::textfile::has_visible_text(l) {
+                        return Err(format!(
+                            "label {} is {l:?}, which shows no characters; give every label a name",
+                            i + 1
+                        ));
+                    }
+                    if labels[..i].contains(l) {
+                        return Err(format!(
+                            "label `{l}` is listed twice; each label must be named once"
+                        ));
+                    }
+                }
+                Ok(())
+            }
+            TaskSchema::Regression {
+                range: Some([lo, hi]),
+                ..
+            } if lo.partial_cmp(hi) != Some(std::cmp::Ordering::Less) => Err(format!(
+                "the value range [{lo}, {hi}] is empty; give the lower bound first"
+            )),
+            _ => Ok(()),
+        }
+    }
+
     /// Label names of a classification schema, else `None`.
     pub fn labels(&self) -> Option<&[String]> {
         match self {

@@ -545,8 +545,11 @@ impl Store {
         Ok(ranked(scored))
     }
 
-    /// Ranks candidates by each of their (scalar) components, descending, and fuses
-    /// the rankings by RRF (k = 60): CurveGrad's rule. The target only fixes the space.
+    /// CurveGrad's rule: ranks candidates by each of their (scalar) components —
+    /// the slopes of a loss curve — smallest first, so the source whose loss
+    /// still falls fastest (the most negative slope) ranks first, and fuses the
+    /// rankings by RRF (k = 60). Why steepest first: see `fute::methods::curvegrad`.
+    /// The target only fixes the space.
     pub fn rank_by_component_values(
         &self,
         target: &EmbeddingRecord,
@@ -566,7 +569,8 @@ impl Store {
             .map(|k| {
                 values
                     .iter()
-                    .map(|v| v[k].1.iter().map(|x| f64::from(*x)).sum::<f64>())
+                    // Negated: steeper (more negative) slopes score higher.
+                    .map(|v| -v[k].1.iter().map(|x| f64::from(*x)).sum::<f64>())
                     .collect()
             })
             .collect();

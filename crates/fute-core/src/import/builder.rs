@@ -43,7 +43,11 @@ impl Builder {
 
     /// Adds an example unless its input text was seen before (first one wins).
     pub fn push(&mut self, id: String, input: Input, target: Target) {
-        if input.segments().iter().any(|s| s.trim().is_empty()) {
+        if input
+            .segments()
+            .iter()
+            .any(|s| !crate::textfile::has_visible_text(s))
+        {
             self.drop_row("empty text");
             return;
         }
@@ -88,6 +92,10 @@ pub(crate) fn squash_ws(s: &str) -> String {
 /// (some packaged corpora predate UTF-8).
 pub fn read_text_lenient(path: &std::path::Path) -> crate::Result<String> {
     let bytes = std::fs::read(path).map_err(|e| crate::Error::io("reading", path, e))?;
+    let bytes = match bytes.strip_prefix(crate::textfile::UTF8_BOM) {
+        Some(rest) => rest.to_vec(),
+        None => bytes,
+    };
     Ok(match String::from_utf8(bytes) {
         Ok(s) => s,
         Err(e) => e.into_bytes().into_iter().map(char::from).collect(),

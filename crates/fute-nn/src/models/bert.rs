@@ -25,6 +25,7 @@ pub static ARCHITECTURE: Architecture = Architecture {
     base_prefix: "bert",
     sequence_class: "BertForSequenceClassification",
     qa_class: "BertForQuestionAnswering",
+    sequence_output: "classifier",
     required_fields: &[
         "vocab_size",
         "hidden_size",
@@ -175,7 +176,14 @@ impl BertConfig {
                 what: "model configuration (config.json)",
             });
         }
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io("reading", path, e))?;
+        // fute-core's shared reader: accepts a UTF-8 byte-order mark, names other encodings.
+        let text = fute_core::textfile::read_text(path).map_err(|e| match e {
+            fute_core::Error::Io { source, .. } => Error::io("reading", path, source),
+            other => Error::Config {
+                path: path.to_path_buf(),
+                message: other.to_string(),
+            },
+        })?;
         Self::parse(&text, path)
     }
 

@@ -36,6 +36,7 @@ pub static ARCHITECTURE: Architecture = Architecture {
     base_prefix: "distilbert",
     sequence_class: "DistilBertForSequenceClassification",
     qa_class: "DistilBertForQuestionAnswering",
+    sequence_output: "classifier",
     required_fields: &[
         "vocab_size",
         "dim",

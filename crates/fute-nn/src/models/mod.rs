@@ -36,6 +36,9 @@ pub struct Architecture {
     pub sequence_class: &'static str,
     /// The HF class of its extractive-QA model.
     pub qa_class: &'static str,
+    /// The output layer of its sequence head (`classifier` in BERT,
+    /// `classifier.out_proj` in RoBERTa): row `i` of its weight is label `i`.
+    pub sequence_output: &'static str,
     /// `config.json` fields that fix tensor shapes: a config without one is
     /// refused rather than filled with a default that then disagrees with the
     /// checkpoint.

@@ -39,6 +39,7 @@ pub static ARCHITECTURE: Architecture = Architecture {
     base_prefix: "roberta",
     sequence_class: "RobertaForSequenceClassification",
     qa_class: "RobertaForQuestionAnswering",
+    sequence_output: "classifier.out_proj",
     required_fields: &[
         "vocab_size",
         "hidden_size",

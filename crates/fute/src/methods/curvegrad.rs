@@ -1,22 +1,22 @@
 //! CurveGrad (Bingel & Søgaard 2017, as a baseline in Vu et al. 2020): the slopes
 //! of the surrogate's training-loss curve at 10, 20, 30, 50 and 70 % of a
-//! fine-tuning run on the probe set. Sources are ranked by each slope (descending)
-//! and the rankings fused by reciprocal rank fusion — see `fute rank --by curvegrad`.
+//! fine-tuning run on the probe set. Sources are ranked by each slope, steepest
+//! fall first, and the rankings fused by reciprocal rank fusion — see
+//! `fute rank --by curvegrad`.
 //!
-//! **Sign, as far as the sources go (checked 2026-11-30).** Vu et al. 2020 give
-//! CurveGrad in one sentence, summarised at
-//! <https://tkukurin.github.io/predicting-transferability-nlp> (`paper.md` §3.4) as
-//! "compute grad at 10, 20, 30, 50, 70% while fine-tuning on 10k samples. Rank
-//! source tasks descendingly using reciprocal rank fusion"; their code release
-//! (github.com/tuvuumass/task-transferability) has no CurveGrad script. fute keeps
-//! the *signed* slope (negative while the loss falls) and ranks descending, so the
-//! flattest curve — the source that plateaus first — ranks first. Whether Vu et
-//! al.'s "gradient" is the signed slope or its magnitude is not stated in any text
-//! we could read; with the magnitude the order reverses. Bingel & Søgaard (2017)
-//! report multi-task gains as more likely with auxiliary tasks whose curves do
-//! *not* plateau, which would favour the steep curves. Treat this baseline's
-//! direction as unverified; the slopes are stored, so the other order is one
-//! sign away.
+//! **Direction (checked 2026-12-01).** Vu et al. 2020 give CurveGrad in one
+//! sentence, summarised at <https://tkukurin.github.io/predicting-transferability-nlp>
+//! (`paper.md` §3.4): "Assumption that multi-task will work better if main task
+//! quickly plateaus (small) while aux. task improves (large negative gradients).
+//! … compute grad at 10, 20, 30, 50, 70% … Rank source tasks descendingly using
+//! reciprocal rank fusion". This is Bingel & Søgaard's (2017) finding: gains are
+//! more likely with auxiliary (source) tasks whose curves do *not* plateau. So the
+//! preferred source has the *largest negative* gradient, and "descendingly" is
+//! by the size of the fall: fute ranks the signed slope ascending (most negative
+//! first). Until 2026-11-30 fute ranked the signed slope descending (flattest
+//! first), the reverse. Their code release (github.com/tuvuumass/task-transferability)
+//! has no CurveGrad script, so this rests on the stated assumption, not on code.
+//! The stored components are the signed slopes.
 
 use super::surrogate_training::{encode_probe, SurrogateTraining};
 use crate::probe::ProbeSet;

@@ -1,6 +1,7 @@
 //! TaskEmb's Fisher embedding on the fine-tuned surrogate (FUTE + TaskEmb).
 
 use super::surrogate_training::{encode_probe, trained_surrogate, SurrogateTraining};
+use super::MethodOutput;
 use crate::probe::ProbeSet;
 use crate::surrogate::Surrogate;
 use fute_nn::fisher::{
@@ -100,9 +101,10 @@ impl FimConfig {
         probe: &ProbeSet,
         seed: u64,
         report: &mut dyn FnMut(String),
-    ) -> anyhow::Result<Vec<(String, Vec<f32>)>> {
+    ) -> anyhow::Result<MethodOutput> {
         let examples = encode_probe(surrogate, probe, self.training.max_len)?;
-        let model = trained_surrogate(surrogate, probe, &examples, &self.training, seed, report)?;
+        let (model, fit) =
+            trained_surrogate(surrogate, probe, &examples, &self.training, seed, report)?;
         report(format!(
             "Fisher pass over {} examples ({})",
             examples.len(),
@@ -136,6 +138,9 @@ impl FimConfig {
             soft_loss: self.training.soft_loss,
             ..Default::default()
         };
-        Ok(fisher_embedding(&model, &fex, &opts)?.components)
+        Ok(MethodOutput {
+            components: fisher_embedding(&model, &fex, &opts)?.components,
+            fit,
+        })
     }
 }

@@ -12,6 +12,16 @@ use crate::surrogate::Surrogate;
 use serde_json::Value;
 use std::collections::BTreeMap;
 
+/// What a method computed: the vector's named components, and how well the
+/// surrogate fitted its probe set when the method trained it first.
+#[derive(Debug, Clone)]
+pub struct MethodOutput {
+    /// Named components of the vector.
+    pub components: Vec<(String, Vec<f32>)>,
+    /// The trained surrogate's fit (`None` for methods that train none).
+    pub fit: Option<crate::fit::SurrogateFit>,
+}
+
 /// A method and its hyper-parameters.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Method {
@@ -74,21 +84,26 @@ impl Method {
         }
     }
 
-    /// Computes the vector as named components; `report` receives progress lines.
+    /// Computes the vector as named components, with the trained surrogate's
+    /// fit for the methods that train one; `report` receives progress lines.
     pub fn run(
         &self,
         surrogate: &Surrogate,
         probe: &ProbeSet,
         seed: u64,
         report: &mut dyn FnMut(String),
-    ) -> anyhow::Result<Vec<(String, Vec<f32>)>> {
-        match self {
+    ) -> anyhow::Result<MethodOutput> {
+        let without_fit = |components| MethodOutput {
+            components,
+            fit: None,
+        };
+        Ok(match self {
             Method::TextEmb { max_len, batch } => {
-                textemb::embed(surrogate, probe, *max_len, *batch)
+                without_fit(textemb::embed(surrogate, probe, *max_len, *batch)?)
             }
-            Method::Fim(c) => c.run(surrogate, probe, seed, report),
-            Method::Peft(p) => p.run(surrogate, probe, seed, report),
-            Method::CurveGrad(t) => curvegrad::run(surrogate, probe, t, seed, report),
-        }
+            Method::Fim(c) => c.run(surrogate, probe, seed, report)?,
+            Method::Peft(p) => p.run(surrogate, probe, seed, report)?,
+            Method::CurveGrad(t) => without_fit(curvegrad::run(surrogate, probe, t, seed, report)?),
+        })
     }
 }

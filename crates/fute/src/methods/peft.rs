@@ -10,6 +10,7 @@
 //! on a CPU the epochs are the caller's choice (`--epochs`).
 
 use super::surrogate_training::{encode_probe, trained_surrogate_with, SurrogateTraining};
+use super::MethodOutput;
 use crate::probe::ProbeSet;
 use crate::surrogate::Surrogate;
 use fute_nn::peft::{Peft, PeftConfig, Reduce};
@@ -72,7 +73,7 @@ impl PeftMethod {
         probe: &ProbeSet,
         seed: u64,
         report: &mut dyn FnMut(String),
-    ) -> anyhow::Result<Vec<(String, Vec<f32>)>> {
+    ) -> anyhow::Result<MethodOutput> {
         if matches!(self.peft, PeftConfig::PromptTuning(_)) && self.reduce == Reduce::Layers {
             anyhow::bail!(fute_core::Error::Invalid(
                 "prompt tuning has one table for all layers: use --reduce positions or full".into()
@@ -88,7 +89,7 @@ impl PeftMethod {
             }
         }
         let examples = encode_probe(surrogate, probe, self.training.max_len)?;
-        let model = trained_surrogate_with(
+        let (model, fit) = trained_surrogate_with(
             surrogate,
             probe,
             &examples,
@@ -101,6 +102,9 @@ impl PeftMethod {
             },
             report,
         )?;
-        Ok(model.peft.task_vector(&model, self.reduce)?)
+        Ok(MethodOutput {
+            components: model.peft.task_vector(&model, self.reduce)?,
+            fit,
+        })
     }
 }

@@ -1,12 +1,14 @@
 //! Training the surrogate on a probe set: the first step of every method that
 //! reads a trained surrogate (FIM, and the parameter-efficient ones).
 
+use crate::fit::{check_accuracy, check_mse, SurrogateFit};
 use crate::probe::{ProbeHead, ProbeSet, ProbeTargets};
 use crate::surrogate::Surrogate;
 use anyhow::Context as _;
 use fute_nn::loss::SoftLoss;
 use fute_nn::train::{
-    answer_positions, train, AdamWConfig, Control, Event, TrainConfig, TrainExample, TrainTarget,
+    answer_positions, train, AdamWConfig, Control, Event, RawPrediction, TrainConfig, TrainExample,
+    TrainTarget,
 };
 use fute_nn::{models, BuildOptions, HeadSpec, TaskModel, TextInput, Truncation};
 use serde_json::Value;
@@ -92,7 +94,12 @@ pub fn encode_probe(
         .enumerate()
         .map(|(i, segs)| {
             let (input, trunc) = match (segs.as_slice(), qa) {
-                ([a, b, ..], true) => (TextInput::Pair(a, b), Truncation::OnlySecond),
+                ([a, b, ..], true) => (
+                    TextInput::Pair(a, b),
+                    Truncation::Question {
+                        max_question: fute_nn::tokenize::DEFAULT_MAX_QUESTION_LEN,
+                    },
+                ),
                 ([a, b, ..], false) => (TextInput::Pair(a, b), Truncation::LongestFirst),
                 ([a], _) => (TextInput::Single(a), Truncation::LongestFirst),
                 ([], _) => anyhow::bail!("probe input {i} has no text"),
@@ -115,7 +122,61 @@ pub fn encode_probe(
         .collect()
 }
 
-/// Builds the surrogate with the probe set's head (seeded) and fine-tunes it.
+/// How well a trained surrogate fits its probe set: the last epoch's mean
+/// loss, and its predictions on the probe inputs against the targets (class
+/// agreement, or MSE for values) next to chance.
+pub fn surrogate_fit(
+    model: &dyn TaskModel,
+    examples: &[TrainExample],
+    final_train_loss: f64,
+    pad_id: u32,
+    batch: usize,
+) -> anyhow::Result<SurrogateFit> {
+    let encodings: Vec<_> = examples.iter().map(|e| e.encoding.clone()).collect();
+    let preds = fute_nn::train::predict(model, &encodings, pad_id, batch.max(1) * 2)?;
+    let metric = "surrogate agreement with its probe targets";
+    let argmax = |v: &[f32]| {
+        v.iter()
+            .enumerate()
+            .fold(0, |b, (i, x)| if *x > v[b] { i } else { b })
+    };
+    let (mut gold, mut hits, mut values, mut sq) = (Vec::new(), 0usize, Vec::new(), 0.0);
+    for (e, p) in examples.iter().zip(&preds) {
+        match (&e.target, p) {
+            (TrainTarget::Label(l), RawPrediction::Logits(z)) => {
+                gold.push(*l as usize);
+                hits += usize::from(argmax(z) == *l as usize);
+            }
+            (TrainTarget::Soft(t), RawPrediction::Logits(z)) => {
+                gold.push(argmax(t));
+                hits += usize::from(argmax(z) == argmax(t));
+            }
+            (TrainTarget::Value(v), RawPrediction::Score(s)) => {
+                values.push(f64::from(*v));
+                sq += (f64::from(*s) - f64::from(*v)).powi(2);
+            }
+            _ => {}
+        }
+    }
+    let agreement = if !gold.is_empty() {
+        check_accuracy(metric, hits as f64 / gold.len() as f64, &gold, &[])
+    } else if !values.is_empty() {
+        check_mse(
+            "surrogate MSE on its probe targets",
+            sq / values.len() as f64,
+            &values,
+        )
+    } else {
+        None
+    };
+    Ok(SurrogateFit {
+        final_train_loss,
+        agreement,
+    })
+}
+
+/// Builds the surrogate with the probe set's head (seeded) and fine-tunes it;
+/// also returns how well it fitted (`None` when `cfg.epochs` is 0).
 pub fn trained_surrogate(
     surrogate: &Surrogate,
     probe: &ProbeSet,
@@ -123,7 +184,7 @@ pub fn trained_surrogate(
     cfg: &SurrogateTraining,
     seed: u64,
     report: &mut dyn FnMut(String),
-) -> anyhow::Result<Box<dyn TaskModel>> {
+) -> anyhow::Result<(Box<dyn TaskModel>, Option<SurrogateFit>)> {
     trained_surrogate_with(
         surrogate,
         probe,
@@ -146,7 +207,7 @@ pub fn trained_surrogate_with<M: TaskModel>(
     seed: u64,
     prepare: impl FnOnce(Box<dyn TaskModel>) -> anyhow::Result<(M, Option<Vec<String>>)>,
     report: &mut dyn FnMut(String),
-) -> anyhow::Result<M> {
+) -> anyhow::Result<(M, Option<SurrogateFit>)> {
     let opts = BuildOptions {
         seed,
         ..Default::default()
@@ -154,7 +215,7 @@ pub fn trained_surrogate_with<M: TaskModel>(
     let model = models::load(&surrogate.dir, head_spec(probe.head), &opts)?;
     let (model, trainable) = prepare(model)?;
     if cfg.epochs == 0 {
-        return Ok(model);
+        return Ok((model, None));
     }
     let train_cfg = TrainConfig {
         epochs: cfg.epochs,
@@ -169,7 +230,7 @@ pub fn trained_surrogate_with<M: TaskModel>(
         soft_loss: cfg.soft_loss,
         ..Default::default()
     };
-    train(
+    let trained = train(
         &model,
         examples,
         None,
@@ -197,5 +258,14 @@ pub fn trained_surrogate_with<M: TaskModel>(
             Control::Continue
         },
     )?;
-    Ok(model)
+    let final_loss = trained.history.last().map_or(f64::NAN, |r| r.train_loss);
+    report("checking the surrogate's fit on its probe set".into());
+    let fit = surrogate_fit(
+        &model,
+        examples,
+        final_loss,
+        surrogate.tokenizer.pad_id(),
+        cfg.batch,
+    )?;
+    Ok((model, Some(fit)))
 }

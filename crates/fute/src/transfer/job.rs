@@ -234,6 +234,7 @@ pub fn run_job(
         weight_decay: s.weight_decay,
         max_grad_norm: (s.max_grad_norm > 0.0).then_some(s.max_grad_norm),
         checkpoint_every: None,
+        max_question_len: fute_nn::tokenize::DEFAULT_MAX_QUESTION_LEN,
         fresh_head: true,
     };
     let started = Instant::now();

@@ -15,8 +15,8 @@ use anyhow::Result;
 use candle_core::Device;
 use fute_core::dataset::{Dataset, Split, Target, TaskSchema};
 use fute_core::metrics::{logme, LogmeLabels};
-use fute_nn::train::data::pad_batch;
 use fute_nn::hooks::Tap;
+use fute_nn::train::data::pad_batch;
 use fute_nn::{BuildOptions, Hooks, Mode, TaskModel, TextTokenizer};
 
 use super::collect::Matrix;
@@ -47,7 +47,14 @@ pub fn features(
     for chunk in examples.chunks(batch.max(1)) {
         let encs = chunk
             .iter()
-            .map(|ex| encode_input(tok, &ex.input, max_len))
+            .map(|ex| {
+                encode_input(
+                    tok,
+                    &ex.input,
+                    max_len,
+                    fute_nn::tokenize::DEFAULT_MAX_QUESTION_LEN,
+                )
+            })
             .collect::<Result<Vec<_>>>()?;
         let input = pad_batch(encs, tok.pad_id()).to_input(&Device::Cpu)?;
         let fwd = model.forward_with(&input, &Mode::eval(), &hooks)?;
