@@ -75,6 +75,8 @@ enum Command {
     Rank(commands::store::RankArgs),
     /// Time the hot paths on the real models, side by side with PyTorch and llama.cpp.
     Bench(commands::bench::BenchArgs),
+    /// Draw embeddings of one space in 2-D (PCA, t-SNE): PNG, SVG and an HTML explorer.
+    Map(commands::map::MapArgs),
 }
 
 /// Settings every command shares.
@@ -115,6 +117,7 @@ fn main() -> ExitCode {
         Command::Similarity { a, b } => commands::store::similarity(&ctx, &a, &b),
         Command::Rank(args) => commands::store::rank(&ctx, args),
         Command::Bench(args) => commands::bench::run(&ctx, args),
+        Command::Map(args) => commands::map::run(&ctx, args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -6,9 +6,11 @@
 pub mod bench;
 pub mod embed;
 pub mod finetune;
+pub mod map;
 pub mod methods;
 pub mod model_outputs;
 pub mod probe;
 pub mod prompt_eval;
 pub mod prompted;
+pub mod report;
 pub mod surrogate;

@@ -7,6 +7,7 @@ pub mod data;
 pub mod demo;
 pub mod embed;
 pub mod llm;
+pub mod map;
 pub mod predict;
 pub mod prompts;
 pub mod store;
