@@ -197,7 +197,7 @@ mod tests {
 
     #[test]
     fn tsne_needs_four_points_and_separates_two_groups() {
-        assert!(tsne(&[vec![1.0; 3]; 3], &[[0.0; 2]; 3], &TsneSettings::default()).is_none());
+        assert!(tsne(&vec![vec![1.0; 3]; 3], &[[0.0; 2]; 3], &TsneSettings::default()).is_none());
         // Two tight groups of three: within-group cosine 0.95, across −0.5.
         let group = |i: usize| i / 3;
         let cos: Vec<Vec<f64>> = (0..6)

@@ -55,7 +55,7 @@ pub fn html(m: &MapBlock, index: usize) -> String {
 
 /// The script shared by every explorer of a page. It reads each explorer's JSON and
 /// builds SVG elements; user text is only ever assigned with `textContent`.
-pub const SCRIPT: &str = r#"
+pub const SCRIPT: &str = r##"
 (function () {
   "use strict";
   var NS = "http://www.w3.org/2000/svg";
@@ -167,4 +167,4 @@ pub const SCRIPT: &str = r#"
   }
   document.querySelectorAll(".explorer").forEach(setup);
 })();
-"#;
+"##;
