@@ -76,6 +76,8 @@ enum Command {
     Bench(commands::bench::BenchArgs),
     /// Check the workspace (catalogue rows against vector files, caches, datasets) and repair.
     Doctor(commands::doctor::DoctorArgs),
+    /// Draw embeddings of one space in 2-D (PCA, t-SNE): PNG, SVG and an HTML explorer.
+    Map(commands::map::MapArgs),
 }
 
 /// Settings every command shares.
@@ -118,6 +120,7 @@ fn main() -> ExitCode {
         Command::Transfer(cmd) => commands::transfer::run(&ctx, cmd),
         Command::Bench(args) => commands::bench::run(&ctx, args),
         Command::Doctor(args) => commands::doctor::run(&ctx, args),
+        Command::Map(args) => commands::map::run(&ctx, args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

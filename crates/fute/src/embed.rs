@@ -57,6 +57,12 @@ pub fn dte_subject(
             "dataset_examples".into(),
             Value::from(ds.split(split).len()),
         ),
+        // The task's schema and labels travel with the DTE, so a map can colour it by
+        // task class without the dataset at hand.
+        (
+            "schema".into(),
+            serde_json::to_value(&ds.card.schema).unwrap_or(Value::Null),
+        ),
     ]);
     (subject, provenance)
 }

@@ -102,6 +102,14 @@ impl PromptedLlm<'_> {
             ("corpus_name".into(), Value::from(corpus_name)),
             ("prompt_set".into(), Value::from(self.set.name.clone())),
             ("prompt".into(), Value::from(self.prompt)),
+            ("prompt_task".into(), Value::from(self.set.task.clone())),
+            (
+                "prompt_mode".into(),
+                Value::from(match self.set.prompts.get(self.prompt).map(|p| p.mode) {
+                    Some(fute_llm::PromptMode::Cot) => "cot",
+                    _ => "vanilla",
+                }),
+            ),
         ])
     }
 

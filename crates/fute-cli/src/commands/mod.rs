@@ -8,6 +8,7 @@ pub mod demo;
 pub mod doctor;
 pub mod embed;
 pub mod llm;
+pub mod map;
 pub mod predict;
 pub mod prompts;
 pub mod store;

@@ -223,13 +223,17 @@ pub fn run(ctx: &Context, cmd: PromptsCmd) -> anyhow::Result<()> {
                 dte_limit: common.limit,
                 centre,
             });
+            let mut run =
+                fute::report::RunFolder::create(&ctx.workspace.state_dir(), "prompts-evaluate")?;
             let mut reports: Vec<DatasetReport> = Vec::new();
             for ds in &targets {
+                let started = std::time::Instant::now();
                 let pb = super::spinner(format!("{}: starting", ds.card.name));
                 let r = evaluate_dataset(&cached, &set, ds, &cfg, space.as_ref(), &mut |line| {
                     pb.set_message(line)
                 })?;
                 pb.finish_and_clear();
+                run.record(&ds.card.name, started.elapsed().as_secs_f64());
                 print_dataset(&r, cfg.metric);
                 reports.push(r);
             }
@@ -257,6 +261,19 @@ pub fn run(ctx: &Context, cmd: PromptsCmd) -> anyhow::Result<()> {
                 "LLM calls: {} answered from the cache, {} made.",
                 stats.hits, stats.misses
             );
+            let html = run_report(
+                &run,
+                &set,
+                &reports,
+                &summary,
+                &cfg,
+                cached.identity(),
+                &corpus,
+            )?;
+            println!(
+                "Report: {} (tables as CSV and JSON beside it)",
+                html.display()
+            );
             if let Some(path) = json_out {
                 let v = serde_json::json!({ "reports": reports, "summary": summary });
                 fute_core::fsutil::write_atomic(
@@ -271,6 +288,93 @@ pub fn run(ctx: &Context, cmd: PromptsCmd) -> anyhow::Result<()> {
 }
 
 use fute_llm::LlmBackend as _;
+
+/// The run folder of `prompts evaluate`: every score (JSON), the summary and each
+/// dataset's table (CSV), and report.html with the same tables and the provenance.
+fn run_report(
+    run: &fute::report::RunFolder,
+    set: &PromptSet,
+    reports: &[DatasetReport],
+    summary: &[fute::prompt_eval::MethodSummary],
+    cfg: &PromptEvalConfig,
+    llm: fute_llm::BackendIdentity,
+    corpus: &Option<String>,
+) -> anyhow::Result<PathBuf> {
+    use fute::report::{Report, Table as RTable};
+    let mut report = Report::new(format!(
+        "fute prompts evaluate: prompt set `{}` on {}",
+        set.name, llm.model
+    ));
+    report
+        .provenance
+        .seeds
+        .insert("subsets and embeddings".into(), cfg.seed);
+    report
+        .provenance
+        .hashes
+        .insert(format!("LLM {}", llm.model), llm.model_hash.clone());
+    report
+        .provenance
+        .settings
+        .insert("split".into(), cfg.split.as_str().into());
+    report
+        .provenance
+        .settings
+        .insert("eval limit".into(), cfg.limit.into());
+    report.provenance.settings.insert(
+        "label settings".into(),
+        serde_json::to_value(&cfg.settings)?,
+    );
+    report
+        .provenance
+        .settings
+        .insert("corpus U".into(), corpus.clone().into());
+    let mut t = RTable::new(
+        "Averaged over the datasets (×100)",
+        &["method", "performance", "rate", "NDCG"],
+    );
+    for s in summary {
+        t.row(vec![
+            s.method.clone(),
+            format!("{:.1}", s.performance),
+            format!("{:.1}", s.rate),
+            format!("{:.1}", s.ndcg),
+        ]);
+    }
+    run.write_table("summary.csv", &t)?;
+    report.section("Summary").table(t);
+    for r in reports {
+        let mut header = vec!["method".to_string()];
+        header.extend((0..r.truth.len()).map(|p| format!("#{p}")));
+        let header: Vec<&str> = header.iter().map(String::as_str).collect();
+        let mut t = RTable::new(
+            format!(
+                "{} ({} examples): truth ×100, then each method's rank of each prompt",
+                r.dataset, r.examples
+            ),
+            &header,
+        );
+        let mut truth = vec!["truth".to_string()];
+        truth.extend(r.truth.iter().map(|v| format!("{:.1}", v * 100.0)));
+        t.row(truth);
+        for (method, scores) in &r.scores {
+            let mut row = vec![format!("{method} rank")];
+            row.extend(
+                fute_core::metrics::ranking::shared_ranks(scores)
+                    .iter()
+                    .map(|x| x.to_string()),
+            );
+            t.row(row);
+        }
+        run.write_table(&format!("{}.csv", r.dataset), &t)?;
+        report.section(r.dataset.clone()).table(t);
+    }
+    run.write_json(
+        "reports.json",
+        &serde_json::json!({ "reports": reports, "summary": summary }),
+    )?;
+    run.write_report(&mut report)
+}
 
 fn print_dataset(r: &DatasetReport, metric: TaskMetric) {
     let metric = match metric {
