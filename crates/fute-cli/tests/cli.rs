@@ -88,7 +88,29 @@ fn import_then_list_show_stats_and_build_a_corpus() {
     );
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).contains("imported 40 examples"));
-    // Importing again without --force is refused.
+    // Importing the same file again finds the same dataset: nothing to do.
+    let same = fute(
+        ws.path(),
+        &[
+            "data",
+            "import",
+            "mine",
+            "--file",
+            data.to_str().unwrap(),
+            "--schema",
+            "classification",
+            "--labels",
+            "no,yes",
+        ],
+    );
+    assert!(same.status.success(), "{}", stderr(&same));
+    assert!(stderr(&same).contains("nothing to do"), "{}", stderr(&same));
+    // Other content under the same name without --force is refused.
+    std::fs::write(
+        &data,
+        "{\"text\":\"something else\",\"label\":\"no\"}\n{\"text\":\"more\",\"label\":\"yes\"}\n",
+    )
+    .unwrap();
     let again = fute(
         ws.path(),
         &[

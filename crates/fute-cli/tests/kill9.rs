@@ -92,10 +92,14 @@ fn reviews(_ws: &Path) -> PathBuf {
 }
 
 fn import_args(file: &Path) -> Vec<String> {
+    import_as("s", file)
+}
+
+fn import_as(name: &str, file: &Path) -> Vec<String> {
     strings(&[
         "data",
         "import",
-        "s",
+        name,
         "--file",
         file.to_str().unwrap(),
         "--schema",
@@ -211,6 +215,55 @@ fn jobs() -> Vec<Job> {
             uses_llm: false,
         },
         Job {
+            name: "transfer run (tiny BERT)",
+            setup: |ws| {
+                run_ok(ws, &import_as("s", &reviews(ws)));
+                run_ok(ws, &import_as("t", &reviews(ws)));
+                let run = ws.join("run");
+                let base = tiny_bert();
+                run_ok(
+                    ws,
+                    &strings(&[
+                        "transfer",
+                        "plan",
+                        "--tasks",
+                        "s,t",
+                        "--base",
+                        base.to_str().unwrap(),
+                        "--target-limit",
+                        "12",
+                        "--source-limit",
+                        "20",
+                        "--source-epochs",
+                        "1",
+                        "--target-epochs",
+                        "1",
+                        "--lr",
+                        "1e-3",
+                        "--batch",
+                        "4",
+                        "--max-len",
+                        "16",
+                        "--out",
+                        run.to_str().unwrap(),
+                    ]),
+                );
+                strings(&["transfer", "run", run.to_str().unwrap(), "--workers", "1"])
+            },
+            results: |ws| {
+                let run = ws.join("run");
+                run_ok(
+                    ws,
+                    &strings(&["transfer", "collect", run.to_str().unwrap()]),
+                );
+                BTreeMap::from([(
+                    "matrix.json".to_string(),
+                    std::fs::read(run.join("matrix.json")).unwrap(),
+                )])
+            },
+            uses_llm: false,
+        },
+        Job {
             name: "prompts evaluate (mock LLM)",
             setup: |ws| {
                 run_ok(ws, &import_args(&reviews(ws)));
@@ -232,7 +285,7 @@ fn jobs() -> Vec<Job> {
                     "--eval-limit",
                     "12",
                     "--spell-inputs",
-                    "2",
+                    "0",
                     "--cot-max-tokens",
                     "4",
                     "--retries",
@@ -296,11 +349,7 @@ fn inconsistencies(ws: &Path) -> (Vec<String>, usize) {
     (other, leftovers)
 }
 
-// Ignored in CI until its full matrix has been run once: its first run stopped
-// at `data import` because the card records the source file's path, which was
-// per workspace (fixed: one shared source path). Run it with `cargo test -p fute-cli --test kill9 -- --ignored`.
 #[test]
-#[ignore = "full matrix not yet run after the source-path fix"]
 fn every_long_command_survives_kill_9() {
     let points: usize = std::env::var("FUTE_KILL_POINTS")
         .ok()

@@ -103,7 +103,8 @@ fn every_documented_user_error_exits_1_and_says_how_to_fix_it() {
         (imp("x", &d("reg.jsonl", "{\"text\":\"a\",\"value\":\"high\"}\n"), &["--schema", "regression"]), vec!["reg.jsonl:1", "field `value`", "expected a number"]),
         (imp("x", &d("r.csv", "review\ngood\n"), &["--schema", "classification", "--labels", "negative,positive", "--map", "text=comment"]), vec!["r.csv:1", "no column `comment`", "review"]),
         // fute data import: the request
-        (imp("s", &good, &labels), vec!["already exists", "--force"]),
+        // (the same file again is a no-op; other content is refused)
+        (imp("s", &d("other.jsonl", "{\"text\":\"fine\",\"label\":\"positive\"}\n{\"text\":\"poor\",\"label\":\"negative\"}\n"), &labels), vec!["already exists", "--force"]),
         (imp("x", &good, &["--schema", "classification"]), vec!["needs --labels", "--labels negative,positive"]),
         (imp("x", &good, &["--schema", "classification", "--labels", "positive"]), vec!["at least two labels"]),
         (imp("x", &good, &["--schema", "classification", "--labels", "a,a"]), vec!["listed twice"]),

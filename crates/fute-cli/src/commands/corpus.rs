@@ -124,18 +124,30 @@ pub fn build(
     json: bool,
 ) -> anyhow::Result<()> {
     let dir = ctx.workspace.corpus_dir(name)?;
-    if dir.exists() && !force {
-        return Err(user(format!(
-            "corpus `{name}` already exists in {}; pass --force to rebuild it",
-            dir.display()
-        )));
-    }
     let pb = spinner(format!("building corpus {name}"));
     let corpus = build_corpus(name, spec, ctx.workspace.assets_root(), |d| {
         ctx.workspace.load_dataset(d)
     })?;
-    corpus.save_dir(&dir)?;
-    pb.finish_and_clear();
+    if dir.exists() && !force {
+        // A rerun (say after an interrupted run) with the same settings and data
+        // finds the same corpus: nothing to do. Anything else needs --force.
+        let same = ctx
+            .workspace
+            .load_corpus(name)
+            .is_ok_and(|old| old.card.hash == corpus.card.hash);
+        pb.finish_and_clear();
+        if !same {
+            return Err(user(format!(
+                "corpus `{name}` already exists in {} with other settings or data; \
+                 pass --force to rebuild it",
+                dir.display()
+            )));
+        }
+        eprintln!("corpus `{name}` is already built with these settings and data; nothing to do");
+    } else {
+        corpus.save_dir(&dir)?;
+        pb.finish_and_clear();
+    }
     if json {
         return print_json(&corpus.card);
     }

@@ -417,12 +417,6 @@ fn import(
             _ => return Err(user(format!("cannot tell the format of {} from its extension; pass --format jsonl or --format csv", file.display()))),
         },
     };
-    if dir.exists() && !force {
-        return Err(user(format!(
-            "dataset `{name}` already exists in {}; pass --force to replace it",
-            dir.display()
-        )));
-    }
     let examples = match format {
         Format::Jsonl => {
             if !map.is_empty() {
@@ -438,6 +432,24 @@ fn import(
     card.source = file.display().to_string();
     card.split = split;
     let ds = Dataset { card, examples };
+    if dir.exists() && !force {
+        // A rerun (say after an interrupted import) of the same file with the same
+        // settings finds the same dataset: nothing to do. Anything else needs --force.
+        let same = ctx.workspace.load_dataset(name).is_ok_and(|old| {
+            old.content_hash() == ds.content_hash()
+                && serde_json::to_value(&old.card.split).ok()
+                    == serde_json::to_value(&ds.card.split).ok()
+        });
+        if !same {
+            return Err(user(format!(
+                "dataset `{name}` already exists in {} with other content or settings; \
+                 pass --force to replace it",
+                dir.display()
+            )));
+        }
+        eprintln!("dataset `{name}` is already imported from this file with these settings; nothing to do");
+        return Ok(());
+    }
     ds.save_dir(&dir)?;
     let sizes: Vec<String> = Split::ALL
         .iter()

@@ -174,13 +174,40 @@ pub struct Provenance {
     pub total_seconds: Option<f64>,
 }
 
+/// The command line with the value of every secret-bearing option (`--api-key`,
+/// and any option whose name says key, token, password or secret) replaced by
+/// `[redacted]`: a report is shared, a key must never reach it.
+pub fn redact_secrets(args: impl IntoIterator<Item = String>) -> Vec<String> {
+    let secret = |flag: &str| {
+        let name = flag.trim_start_matches('-').to_ascii_lowercase();
+        flag.starts_with("--")
+            && ["key", "token", "password", "secret"]
+                .iter()
+                .any(|w| name.contains(w))
+    };
+    let mut out = Vec::new();
+    let mut hide_next = false;
+    for a in args {
+        if hide_next {
+            out.push("[redacted]".to_owned());
+            hide_next = false;
+        } else if let Some((flag, _)) = a.split_once('=').filter(|(f, _)| secret(f)) {
+            out.push(format!("{flag}=[redacted]"));
+        } else {
+            hide_next = secret(&a);
+            out.push(a);
+        }
+    }
+    out
+}
+
 impl Provenance {
     /// Provenance of the current process: version, commit, command line, time.
     pub fn current() -> Provenance {
         Provenance {
             fute_version: env!("CARGO_PKG_VERSION").to_owned(),
             git_commit: GIT_COMMIT.to_owned(),
-            command: std::env::args().collect(),
+            command: redact_secrets(std::env::args()),
             created_at: fute_core::assets::rfc3339_utc(std::time::SystemTime::now()),
             run_id: None,
             seeds: BTreeMap::new(),
@@ -379,4 +406,39 @@ pub(crate) fn map_pictures(m: &MapBlock) -> Vec<(Layout, &'static str, String)> 
         }
     }
     out
+}
+
+#[cfg(test)]
+mod redaction_tests {
+    use super::redact_secrets;
+
+    #[test]
+    fn secrets_never_reach_the_recorded_command_line() {
+        let args = [
+            "fute",
+            "prompts",
+            "--api-key",
+            "sk-1",
+            "--url",
+            "http://x",
+            "--auth-token=t2",
+            "--model",
+            "m",
+        ]
+        .map(String::from);
+        assert_eq!(
+            redact_secrets(args),
+            [
+                "fute",
+                "prompts",
+                "--api-key",
+                "[redacted]",
+                "--url",
+                "http://x",
+                "--auth-token=[redacted]",
+                "--model",
+                "m"
+            ]
+        );
+    }
 }
