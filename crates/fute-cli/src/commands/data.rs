@@ -437,8 +437,8 @@ fn import(
         // settings finds the same dataset: nothing to do. Anything else needs --force.
         let same = ctx.workspace.load_dataset(name).is_ok_and(|old| {
             old.content_hash() == ds.content_hash()
-                && serde_json::to_value(&old.card.split).ok()
-                    == serde_json::to_value(&ds.card.split).ok()
+                && serde_json::to_value(old.card.split).ok()
+                    == serde_json::to_value(ds.card.split).ok()
         });
         if !same {
             return Err(user(format!(
