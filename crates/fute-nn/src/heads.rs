@@ -78,22 +78,9 @@ impl BertTaskModel {
         opts: &BuildOptions,
     ) -> Result<Self> {
         spec.check()?;
-        let arch = &bert::ARCHITECTURE;
-        let varmap = VarMap::new();
-        let p = Params::new(&varmap, opts.dtype, &opts.device, checkpoint, opts.seed)
-            .with_base_prefix(arch.base_prefix)
-            .with_fresh_heads(opts.fresh_head);
-        let model = Self::assemble(&p, config, spec, varmap.clone())?;
-        if let Some(ckpt) = checkpoint {
-            let unused = ckpt.unused_under(arch.base_prefix, arch.encoder_roots);
-            if !unused.is_empty() {
-                return Err(Error::UnexpectedTensors {
-                    path: ckpt.path().to_path_buf(),
-                    names: unused,
-                });
-            }
-        }
-        Ok(model)
+        crate::models::build_checked(&bert::ARCHITECTURE, checkpoint, opts, |p, varmap| {
+            Self::assemble(p, config, spec, varmap)
+        })
     }
 
     /// The modules of the model, their parameters made by `p`.

@@ -200,9 +200,17 @@ impl TextTokenizer {
         // Through fute-core's shared reader, so a UTF-8 byte-order mark is accepted.
         let text =
             fute_core::textfile::read_text(path).map_err(|e| Error::Tokenizer(e.to_string()))?;
-        let mut inner: Tokenizer = text
-            .parse()
-            .map_err(|e| Error::Tokenizer(format!("{}: {e}", path.display())))?;
+        // The tokenizers crate panics on some malformed files (a `decoder` of the
+        // wrong kind hits an `expect` in its deserialiser, found by fuzzing): a
+        // bad file must be an error naming it, never a crash.
+        let parsed = std::panic::catch_unwind(|| text.parse::<Tokenizer>()).map_err(|_| {
+            Error::Tokenizer(format!(
+                "{}: the tokenizers library could not read this file (it panicked); \
+                 the file is malformed — use the tokenizer.json saved with the model",
+                path.display()
+            ))
+        })?;
+        let mut inner = parsed.map_err(|e| Error::Tokenizer(format!("{}: {e}", path.display())))?;
         let pad_id = inner
             .get_padding()
             .map(|p| p.pad_id)

@@ -168,6 +168,32 @@ proptest! {
     }
 }
 
+/// Regression (found by `tokenizer_json_never_panics`, minimal input: the
+/// file cut at byte 584): a tokenizer.json that ends inside its `decoder` —
+/// an interrupted download or copy — made the tokenizers crate panic in its
+/// deserialiser (`expect("Helper")`) instead of returning an error.
+#[test]
+fn a_file_cut_inside_its_decoder_is_an_error_not_a_panic() {
+    let original = std::fs::read_to_string(fixture("tokenizer.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&original).unwrap();
+    let s = v.to_string();
+    let at = s.find("\"decoder\"").expect("the fixture has a decoder");
+    let dir = tempfile::tempdir().unwrap();
+    for cut in [584, at + 12, at + 20, at + 30] {
+        let p = write(
+            dir.path(),
+            "tokenizer.json",
+            &s.as_bytes()[..cut.min(s.len())],
+        );
+        let e = TextTokenizer::from_file(&p).err();
+        assert!(
+            e.as_ref()
+                .is_some_and(|e| e.to_string().contains("tokenizer.json")),
+            "cut at {cut}: {e:?}"
+        );
+    }
+}
+
 /// The real tokenizer on any text and length: an encoding within the length
 /// (or a clear error), never a panic; QA questions are cut, never fatal.
 #[test]

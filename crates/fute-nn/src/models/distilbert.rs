@@ -332,21 +332,9 @@ impl DistilBertTaskModel {
         opts: &BuildOptions,
     ) -> Result<Self> {
         spec.check()?;
-        let varmap = VarMap::new();
-        let p = Params::new(&varmap, opts.dtype, &opts.device, checkpoint, opts.seed)
-            .with_base_prefix(ARCHITECTURE.base_prefix)
-            .with_fresh_heads(opts.fresh_head);
-        let model = Self::assemble(&p, config, spec, varmap.clone())?;
-        if let Some(ckpt) = checkpoint {
-            let unused = ckpt.unused_under(ARCHITECTURE.base_prefix, ARCHITECTURE.encoder_roots);
-            if !unused.is_empty() {
-                return Err(Error::UnexpectedTensors {
-                    path: ckpt.path().to_path_buf(),
-                    names: unused,
-                });
-            }
-        }
-        Ok(model)
+        crate::models::build_checked(&ARCHITECTURE, checkpoint, opts, |p, varmap| {
+            Self::assemble(p, config, spec, varmap)
+        })
     }
 
     /// Loads `config.json` and `model.safetensors` from a HF folder with head `spec`.

@@ -12,6 +12,9 @@ pub mod roberta;
 
 use std::path::Path;
 
+use candle_nn::VarMap;
+
+use crate::params::{Checkpoint, Params};
 use crate::task::{BuildOptions, HeadSpec, TaskModel};
 use crate::{Error, Result};
 
@@ -76,6 +79,38 @@ impl Architecture {
         }
         Ok(())
     }
+}
+
+/// Builds a task model of `arch`: `assemble` makes its modules with parameters
+/// read from `checkpoint` where present (fresh and seeded by `opts` elsewhere,
+/// or everywhere without a checkpoint, or in the head with
+/// [`BuildOptions::fresh_head`]).
+///
+/// # Errors
+/// [`Error::UnexpectedTensors`] when the checkpoint holds encoder tensors the
+/// model did not use (its config and its weights disagree), and whatever
+/// `assemble` reports (a missing tensor, a shape that disagrees).
+pub(crate) fn build_checked<M>(
+    arch: &Architecture,
+    checkpoint: Option<&Checkpoint>,
+    opts: &BuildOptions,
+    assemble: impl FnOnce(&Params, VarMap) -> Result<M>,
+) -> Result<M> {
+    let varmap = VarMap::new();
+    let p = Params::new(&varmap, opts.dtype, &opts.device, checkpoint, opts.seed)
+        .with_base_prefix(arch.base_prefix)
+        .with_fresh_heads(opts.fresh_head);
+    let model = assemble(&p, varmap.clone())?;
+    if let Some(ckpt) = checkpoint {
+        let unused = ckpt.unused_under(arch.base_prefix, arch.encoder_roots);
+        if !unused.is_empty() {
+            return Err(Error::UnexpectedTensors {
+                path: ckpt.path().to_path_buf(),
+                names: unused,
+            });
+        }
+    }
+    Ok(model)
 }
 
 /// Every architecture fute implements (one line per architecture).
