@@ -89,6 +89,28 @@ fn every_documented_user_error_exits_1_and_says_how_to_fix_it() {
     let empty_dir = empty_dir.display().to_string();
     let out = ws.join("m").display().to_string();
     let tiny = tiny_bert();
+    // The tiny BERT with its config.json edited: an unsupported model_type, a
+    // missing field, and layer counts its checkpoint does not have.
+    let edited = |name: &str, edit: &dyn Fn(&mut serde_json::Value)| -> String {
+        let dir = ws.join(name);
+        std::fs::create_dir(&dir).unwrap();
+        for f in ["model.safetensors", "tokenizer.json", "vocab.txt"] {
+            std::fs::copy(Path::new(&tiny).join(f), dir.join(f)).unwrap();
+        }
+        let mut cfg: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(Path::new(&tiny).join("config.json")).unwrap())
+                .unwrap();
+        edit(&mut cfg);
+        std::fs::write(dir.join("config.json"), cfg.to_string()).unwrap();
+        dir.display().to_string()
+    };
+    let t5 = edited("t5", &|c| c["model_type"] = "t5".into());
+    let no_hidden = edited("no-hidden", &|c| {
+        c.as_object_mut().unwrap().remove("hidden_size");
+    });
+    let layers3 = edited("layers3", &|c| c["num_hidden_layers"] = 3.into());
+    let layers1 = edited("layers1", &|c| c["num_hidden_layers"] = 1.into());
+    let train_on = |base: &str| sv(&["train", "--base", base, "--dataset", "s", "--out", &out]);
 
     let cases: Vec<(Vec<String>, Vec<&str>)> = vec![
         // fute data import: the file
@@ -127,6 +149,11 @@ fn every_documented_user_error_exits_1_and_says_how_to_fix_it() {
         (sv(&["train", "--base", &tiny, "--dataset", "nope", "--out", &out]), vec!["unknown dataset `nope`"]),
         (sv(&["train", "--base", &tiny, "--dataset", "s", "--out", &out, "--max-len", "500"]), vec!["--max-len 500", "40 positions"]),
         (sv(&["train", "--base", &tiny, "--dataset", "s", "--out", &out, "--max-len", "2"]), vec!["maximum length 2", "at least 3"]),
+        // model folders that do not match what fute implements or what they claim
+        (train_on(&t5), vec!["t5/config.json", "model_type `t5` is not supported", "bert, roberta, distilbert"]),
+        (train_on(&no_hidden), vec!["no-hidden/config.json", "`hidden_size` is missing"]),
+        (train_on(&layers3), vec!["layers3/model.safetensors", "bert.encoder.layer.2.", "is missing"]),
+        (train_on(&layers1), vec!["layers1/model.safetensors", "encoder.layer.1.", "config.json disagree"]),
         // fute predict
         (sv(&["predict", "--model", &tiny, "--dataset", "s"]), vec!["declares no task head", "fute train"]),
         (sv(&["predict", "--model", &empty_dir, "--dataset", "s"]), vec!["has no config.json"]),
