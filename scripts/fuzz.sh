@@ -25,6 +25,8 @@ TARGETS=(
   "fute-nn fuzz_files encoding_respects_the_maximum_length"
   "fute-llm fuzz_prompts prompt_set_files_never_panic"
   "fute-llm fuzz_prompts a_bom_does_not_change_a_prompt_set_file"
+  "fute-llm fuzz_gguf gguf_files_never_panic"
+  "fute-llm fuzz_gguf gguf_metadata_values_never_panic"
 )
 for c in fute-core fute-nn fute-llm; do
   cargo test --release -q -p "$c" --no-run >/dev/null 2>&1 || cargo test --release -p "$c" --no-run

@@ -109,6 +109,20 @@ impl GgufTokenizer {
                 .collect(),
             None => vec![1; tokens.len()],
         };
+        // A file whose tables disagree is refused here; indexing by them later
+        // would panic (found by the fuzz target gguf_metadata_values_never_panic).
+        if tokens.is_empty() {
+            return Err(Error::Tokenizer(
+                "tokenizer.ggml.tokens is empty: the file holds no vocabulary".into(),
+            ));
+        }
+        if types.len() != tokens.len() {
+            return Err(Error::Tokenizer(format!(
+                "tokenizer.ggml.token_type has {} entries for {} tokens in tokenizer.ggml.tokens",
+                types.len(),
+                tokens.len()
+            )));
+        }
         let vocab: tokenizers::models::bpe::Vocab = tokens
             .iter()
             .enumerate()
@@ -151,7 +165,15 @@ impl GgufTokenizer {
         inner
             .add_special_tokens(specials)
             .map_err(|e| Error::Tokenizer(e.to_string()))?;
-        let id = |key: &str| meta(content, key).and_then(|v| v.to_u32().ok());
+        let id = |key: &str| -> Result<Option<u32>> {
+            match meta(content, key).and_then(|v| v.to_u32().ok()) {
+                Some(i) if i as usize >= tokens.len() => Err(Error::Tokenizer(format!(
+                    "{key} is {i}, beyond the {} tokens of tokenizer.ggml.tokens",
+                    tokens.len()
+                ))),
+                other => Ok(other),
+            }
+        };
         let add_bos = meta(content, "tokenizer.ggml.add_bos_token")
             .and_then(|v| v.to_bool().ok())
             .unwrap_or(false);
@@ -170,8 +192,8 @@ impl GgufTokenizer {
             inner,
             literal,
             fingerprint: hex::encode(h.finalize()),
-            bos: id("tokenizer.ggml.bos_token_id"),
-            eos: id("tokenizer.ggml.eos_token_id"),
+            bos: id("tokenizer.ggml.bos_token_id")?,
+            eos: id("tokenizer.ggml.eos_token_id")?,
             add_bos,
             control,
             vocab_size: tokens.len(),
