@@ -141,12 +141,6 @@ pub(crate) fn invalid(msg: impl Into<String>) -> anyhow::Error {
     fute_core::Error::Invalid(msg.into()).into()
 }
 
-/// A `fute-nn` error as it is: its kind ([`fute_nn::Error::is_user_error`])
-/// decides the exit code.
-pub(crate) fn nn(e: fute_nn::Error) -> anyhow::Error {
-    anyhow::Error::new(e)
-}
-
 /// Checks that `dir` is a model folder with every file of [`MODEL_FILES`].
 pub fn check_model_folder(dir: &Path, role: &str) -> Result<()> {
     if !dir.is_dir() {
@@ -245,7 +239,7 @@ pub fn encode_input(
     max_question: usize,
 ) -> Result<Encoding> {
     let (t, trunc) = text_input(input, max_question);
-    tok.encode(t, max_len, trunc).map_err(nn)
+    Ok(tok.encode(t, max_len, trunc)?)
 }
 
 /// Tokenises examples and maps their targets for the head: class index, value,
@@ -289,9 +283,9 @@ fn head_init(base: &Path, schema: &TaskSchema, fresh_head: bool) -> Result<HeadI
         return Ok(HeadInit::Fresh);
     }
     let cfg_path = base.join("config.json");
-    let (raw, arch) = models::read_config(&cfg_path).map_err(nn)?;
+    let (raw, arch) = models::read_config(&cfg_path)?;
     let output = arch.sequence_output;
-    let ckpt = Checkpoint::open(base.join("model.safetensors")).map_err(nn)?;
+    let ckpt = Checkpoint::open(base.join("model.safetensors"))?;
     let reused = ckpt
         .resolve(&format!("{output}.weight"))
         .and_then(|n| ckpt.shape(&n))
@@ -310,12 +304,6 @@ fn head_init(base: &Path, schema: &TaskSchema, fresh_head: bool) -> Result<HeadI
             )),
         },
     })
-}
-
-/// The sequence head's output layer in `base`'s architecture.
-fn arch_output(base: &Path) -> Result<&'static str> {
-    let (_, arch) = models::read_config(&base.join("config.json")).map_err(nn)?;
-    Ok(arch.sequence_output)
 }
 
 /// The best dev score against chance, and advice when it is at chance.
@@ -396,13 +384,15 @@ pub fn finetune(
         fresh_head: opts.fresh_head || head_init.is_fresh(),
         ..Default::default()
     };
-    let model = models::load(base, head, &build).map_err(nn)?;
+    let model = models::load(base, head, &build)?;
     check_max_len(opts.max_len, model.describe().max_positions, base)?;
     if let HeadInit::FromBaseByName(map) = &head_init {
-        align_head(model.as_ref(), arch_output(base)?, map)?;
+        // The model already knows its architecture: no second read of config.json.
+        let arch = models::architecture(model.describe().model_type, base)?;
+        align_head(model.as_ref(), arch.sequence_output, map)?;
     }
 
-    let tok = TextTokenizer::from_folder(base).map_err(nn)?;
+    let tok = TextTokenizer::from_folder(base)?;
     let train_set = encode_examples(&tok, &train_split, opts.max_len, opts.max_question_len)?;
     let dev_set = encode_examples(&tok, &dev_split, opts.max_len, opts.max_question_len)?;
     let state_dir = state_dir_for(out);

@@ -16,8 +16,7 @@ use serde_json::{json, Value};
 
 use super::labels::{match_labels, model_label_names, LabelMap};
 use super::{
-    check_max_len, check_model_folder, encode_input, head_for, invalid, nn, sample,
-    MAX_ANSWER_TOKENS,
+    check_max_len, check_model_folder, encode_input, head_for, invalid, sample, MAX_ANSWER_TOKENS,
 };
 
 /// Options of [`predict_with`].
@@ -177,13 +176,13 @@ pub fn predict_with(
     let name = &dataset.card.name;
     check_model_folder(model_dir, "model")?;
     let cfg_path = model_dir.join("config.json");
-    let (config, _) = models::read_config(&cfg_path).map_err(nn)?;
+    let (config, _) = models::read_config(&cfg_path)?;
     let head = models::task_head(model_dir)
-        .map_err(nn)
+        .map_err(anyhow::Error::from)
         .context("train a task model with `fute train`")?;
     let schema = &dataset.card.schema;
     let label_map = check_head_fits(head, &config, schema, model_dir, name)?;
-    let model = models::load(model_dir, head, &BuildOptions::default()).map_err(nn)?;
+    let model = models::load(model_dir, head, &BuildOptions::default())?;
     let max_pos = model.describe().max_positions;
     let max_len = opts.max_len.unwrap_or(max_pos.min(512));
     check_max_len(max_len, max_pos, model_dir)?;
@@ -194,13 +193,12 @@ pub fn predict_with(
             if limit == Some(0) { " (--limit 0)" } else { "" }
         )));
     }
-    let tok = TextTokenizer::from_folder(model_dir).map_err(nn)?;
+    let tok = TextTokenizer::from_folder(model_dir)?;
     let encodings = examples
         .iter()
         .map(|ex| encode_input(&tok, &ex.input, max_len, opts.max_question_len))
         .collect::<Result<Vec<_>>>()?;
-    let raw =
-        train::predict(model.as_ref(), &encodings, tok.pad_id(), opts.batch_size).map_err(nn)?;
+    let raw = train::predict(model.as_ref(), &encodings, tok.pad_id(), opts.batch_size)?;
 
     let mut metrics_out = BTreeMap::new();
     let mut records = Vec::with_capacity(examples.len());
