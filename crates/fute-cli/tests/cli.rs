@@ -224,6 +224,7 @@ fn assets_list_json_names_every_asset() {
         "spam-assassin",
         "lee",
         "bigbench",
+        "gemma3",
         "wordnet",
         "fortunes",
         "stdlib-text",

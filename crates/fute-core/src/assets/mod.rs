@@ -34,8 +34,8 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 pub use catalogue::{
-    find, known_names, select, ArchiveFormat, ArchiveSpec, AssetKind, AssetSpec, Extract,
-    FileCheck, Source, CATALOGUE,
+    find, known_names, select, ArchiveFormat, ArchiveSpec, Assemble, AssetKind, AssetSpec, Extract,
+    FileCheck, Source, CATALOGUE, GEMMA3_FILE,
 };
 pub use fetch::{
     human_bytes, FetchAction, FetchEvent, FetchObserver, FetchOutcome, FetchReport, Quiet,
@@ -162,10 +162,10 @@ impl Assets {
                     kind: spec.kind,
                     description: spec.description.to_owned(),
                     present: entry.is_some(),
-                    size_bytes: disk_bytes.unwrap_or(spec.archive.size),
+                    size_bytes: disk_bytes.unwrap_or(spec.download_bytes()),
                     disk_bytes,
-                    archive_bytes: spec.archive.size,
-                    archive_cached: self.archive_path(spec).is_file(),
+                    archive_bytes: spec.download_bytes(),
+                    archive_cached: spec.packages().all(|p| self.archive_path(p).is_file()),
                     files: entry.map(|e| e.files.len()),
                     source: spec.source.to_string(),
                     licence: spec.licence.to_owned(),
