@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Conformance fixtures for every registered architecture (`bert_golden.py --arch NAME`).
 
-For one architecture (bert, roberta, distilbert) this makes a tiny random model with PyTorch +
+For one architecture (bert, roberta, distilbert, gpt2) this makes a tiny random model with PyTorch +
 transformers (the reference) and writes, under crates/fute-nn/tests/fixtures/conformance/NAME/:
 
   model/config.json, model/model.safetensors   the base model saved by transformers
@@ -13,7 +13,10 @@ transformers (the reference) and writes, under crates/fute-nn/tests/fixtures/con
 
 All references are float64 (model.double()), eval mode, eager attention. Inputs are explicit id
 matrices (no tokenizer), with padding, so RoBERTa's padding-aware positions are exercised with
-its usual pad id 1. Nothing is downloaded.
+its usual pad id 1. GPT-2's batches are right-padded with its `pad_token_id` (0, never a real id)
+and carry no token types (its tokenizer returns none; transformers would add `wte(token_type_ids)`),
+so transformers' last-non-pad-token rule and fute's last-attended-token rule pick the same token.
+GPT-2's Conv1D gradients are stored as transformers holds them (`[in, out]`). Nothing is downloaded.
 """
 
 import json
@@ -57,6 +60,14 @@ def configs(arch):
                                activation="gelu")
         return (cfg, DistilBertModel, DistilBertForSequenceClassification,
                 DistilBertForQuestionAnswering, 0)
+    if arch == "gpt2":
+        from transformers import (GPT2Config, GPT2ForQuestionAnswering,
+                                  GPT2ForSequenceClassification, GPT2Model)
+        # gelu_new, pre-LayerNorm, learned positions; pad 0 so padding is found by id.
+        cfg = GPT2Config(vocab_size=VOCAB, n_embd=HIDDEN, n_layer=LAYERS, n_head=HEADS,
+                         n_inner=FFN, n_positions=MAX_POS, activation_function="gelu_new",
+                         layer_norm_epsilon=1e-5, pad_token_id=0, bos_token_id=1, eos_token_id=1)
+        return cfg, GPT2Model, GPT2ForSequenceClassification, GPT2ForQuestionAnswering, 0
     raise SystemExit(f"unknown --arch {arch}")
 
 
@@ -96,6 +107,10 @@ def run(arch):
     gen = torch.Generator().manual_seed(7)
     single = batch(pad, [7, 4, 6], False, gen)
     pair = batch(pad, [9, 8, 5], True, gen)
+    if arch == "gpt2":  # transformers' last-non-pad token is fute's last attended token
+        for ids, _, mask in (single, pair):
+            steps = torch.arange(ids.shape[1])
+            assert torch.equal((steps * (ids != pad)).argmax(-1), (steps * mask).argmax(-1))
     has_types = arch == "bert"
     meta = {"arch": arch, "pad_token_id": pad}
     for name, (ids, types, mask) in [("single", single), ("pair", pair)]:

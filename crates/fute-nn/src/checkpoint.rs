@@ -96,12 +96,16 @@ pub fn task_config(
     Ok(v)
 }
 
-/// All parameters of `model` as float32 tensors under their HF names.
+/// All parameters of `model` as float32 tensors under their HF names, in the
+/// checkpoint's layout ([`TaskModel::checkpoint_layout`]).
 pub fn state_dict<M: TaskModel + ?Sized>(model: &M) -> Result<HashMap<String, Tensor>> {
     model
         .named_parameters()
         .into_iter()
-        .map(|(k, v)| Ok((k, v.as_tensor().to_dtype(DType::F32)?)))
+        .map(|(k, v)| {
+            let t = model.checkpoint_layout(&k, v.as_tensor())?;
+            Ok((k, t.to_dtype(DType::F32)?.contiguous()?))
+        })
         .collect()
 }
 

@@ -329,7 +329,39 @@ impl<'a> Params<'a> {
 
     /// Creates (and registers as a trainable `Var`) parameter `name` of `shape`.
     pub fn get(&self, shape: &[usize], name: &str, init: Init, need: Need) -> Result<Tensor> {
+        self.get_laid_out(shape, name, init, need, false)
+    }
+
+    /// [`Params::get`] for a matrix of `shape` `[rows, cols]` that checkpoints
+    /// store transposed, `[cols, rows]` (GPT-2's `Conv1D` weights are `[in, out]`
+    /// where a `Linear`'s are `[out, in]`): read from the file as `[cols, rows]`
+    /// (errors name that shape) and transposed once, here. The model then holds
+    /// `[rows, cols]`; [`crate::task::TaskModel::checkpoint_layout`] transposes
+    /// back when saving.
+    pub fn get_transposed(
+        &self,
+        shape: [usize; 2],
+        name: &str,
+        init: Init,
+        need: Need,
+    ) -> Result<Tensor> {
+        self.get_laid_out(&shape, name, init, need, true)
+    }
+
+    fn get_laid_out(
+        &self,
+        shape: &[usize],
+        name: &str,
+        init: Init,
+        need: Need,
+        transposed: bool,
+    ) -> Result<Tensor> {
         let full = self.full_name(name);
+        let file_shape: Vec<usize> = if transposed {
+            shape.iter().rev().copied().collect()
+        } else {
+            shape.to_vec()
+        };
         let value = match self.source {
             Source::Vars { map, live } => {
                 let data = map.data().lock().expect("VarMap lock poisoned");
@@ -343,12 +375,15 @@ impl<'a> Params<'a> {
                 });
             }
             Source::Checkpoint(ckpt) => match ckpt.resolve_under(&full, self.base_prefix) {
-                Some(file_name) => Some(ckpt.load(&file_name, shape, self.dtype, &self.device)?),
+                Some(file_name) => {
+                    let t = ckpt.load(&file_name, &file_shape, self.dtype, &self.device)?;
+                    Some(if transposed { t.t()?.contiguous()? } else { t })
+                }
                 None if need == Need::Required => {
                     return Err(Error::MissingTensor {
                         path: ckpt.path().to_path_buf(),
                         name: full,
-                        expected: shape.to_vec(),
+                        expected: file_shape,
                     })
                 }
                 None => None,
@@ -366,6 +401,21 @@ impl<'a> Params<'a> {
         }
         data.insert(full, var.clone());
         Ok(var.as_tensor().clone())
+    }
+
+    /// Takes note that the checkpoint's tensor `name` (under this prefix), if it
+    /// has one, is a buffer the model does not need (GPT-2's causal-mask
+    /// `attn.bias`, which older checkpoints hold and transformers skips), so
+    /// that it is not reported as a tensor the config has no place for.
+    pub fn skip_buffer(&self, name: &str) {
+        if let Source::Checkpoint(ckpt) = self.source {
+            if let Some(file_name) = ckpt.resolve_under(&self.full_name(name), self.base_prefix) {
+                ckpt.used
+                    .lock()
+                    .expect("checkpoint lock poisoned")
+                    .insert(file_name);
+            }
+        }
     }
 
     fn fresh(&self, full: &str, shape: &[usize], init: Init) -> Result<Tensor> {

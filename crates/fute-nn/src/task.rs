@@ -259,7 +259,9 @@ pub struct ModelDescription {
     pub embeddings_prefix: String,
     /// Name prefix of each layer, with its dot (`bert.encoder.layer.0.`).
     pub layer_prefixes: Vec<String>,
-    /// Name prefix of a pooler that is part of the backbone (BERT's), if any.
+    /// Name prefix of a pooler that is part of the backbone (BERT's), if any, or
+    /// of the backbone's part after its layers (GPT-2's final `ln_f`), which
+    /// Fisher scopes then treat as the pooler.
     pub pooler_prefix: Option<String>,
     /// Hookable linears of a layer, relative to its prefix (`attention.self.query`, …).
     pub layer_linears: Vec<&'static str>,
@@ -445,6 +447,16 @@ pub trait TaskModel: Send + Sync {
             .sum()
     }
 
+    /// Parameter `name`'s value (or gradient) `t` in the layout its Hugging
+    /// Face checkpoint stores: `t` itself, except for parameters the
+    /// architecture keeps transposed (GPT-2's `Conv1D` weights, held `[out, in]`
+    /// like every linear here and stored `[in, out]`; see
+    /// [`crate::params::Params::get_transposed`]). Saving writes this layout.
+    fn checkpoint_layout(&self, name: &str, t: &Tensor) -> Result<Tensor> {
+        let _ = name;
+        Ok(t.clone())
+    }
+
     /// Saves the model as a Hugging Face folder at `dir`, atomically
     /// (see [`crate::checkpoint`]).
     fn save_pretrained(&self, dir: &Path, opts: &SaveOptions) -> Result<()> {
@@ -476,5 +488,8 @@ impl<T: TaskModel + ?Sized> TaskModel for Box<T> {
     }
     fn source_dir(&self) -> Option<&Path> {
         (**self).source_dir()
+    }
+    fn checkpoint_layout(&self, name: &str, t: &Tensor) -> Result<Tensor> {
+        (**self).checkpoint_layout(name, t)
     }
 }

@@ -8,6 +8,7 @@
 
 pub mod bert;
 pub mod distilbert;
+pub mod gpt2;
 pub mod roberta;
 
 use std::path::Path;
@@ -118,6 +119,7 @@ pub static ARCHITECTURES: &[&Architecture] = &[
     &bert::ARCHITECTURE,
     &roberta::ARCHITECTURE,
     &distilbert::ARCHITECTURE,
+    &gpt2::ARCHITECTURE,
 ];
 
 /// The `model_type`s of [`ARCHITECTURES`].

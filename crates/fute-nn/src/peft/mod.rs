@@ -576,4 +576,8 @@ impl<M: TaskModel> TaskModel for Adapted<M> {
     fn source_dir(&self) -> Option<&Path> {
         self.model.source_dir()
     }
+
+    fn checkpoint_layout(&self, name: &str, t: &Tensor) -> Result<Tensor> {
+        self.model.checkpoint_layout(name, t)
+    }
 }
