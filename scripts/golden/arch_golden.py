@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Conformance fixtures for every registered architecture (`bert_golden.py --arch NAME`).
 
-For one architecture (bert, roberta, distilbert, gpt2) this makes a tiny random model with PyTorch +
-transformers (the reference) and writes, under crates/fute-nn/tests/fixtures/conformance/NAME/:
+For one architecture (bert, roberta, distilbert, gpt2, llama) this makes a tiny random model with
+PyTorch + transformers (the reference) and writes, under crates/fute-nn/tests/fixtures/conformance/NAME/:
 
   model/config.json, model/model.safetensors   the base model saved by transformers
                                                (`<Arch>Model.save_pretrained`, float32)
@@ -17,6 +17,17 @@ its usual pad id 1. GPT-2's batches are right-padded with its `pad_token_id` (0,
 and carry no token types (its tokenizer returns none; transformers would add `wte(token_type_ids)`),
 so transformers' last-non-pad-token rule and fute's last-attended-token rule pick the same token.
 GPT-2's Conv1D gradients are stored as transformers holds them (`[in, out]`). Nothing is downloaded.
+
+Llama (a decoder: RMSNorm, rotary positions, grouped-query attention with 4 query / 2 key-value
+heads, SwiGLU; untied embeddings) is the one architecture whose transformers code computes parts
+of a float64 model in float32: `LlamaRMSNorm` casts to float32 for the variance, the eager
+attention takes its softmax with `dtype=torch.float32`, and `LlamaRotaryEmbedding` builds cos/sin
+in float32. Those casts exist to *raise* half precision; on a float64 model they lower it to ~1e-7,
+which would hide any real error below that. For the float64 references only, `float64_llama()`
+replaces the three functions with the same formulas in the input's own dtype (the same
+operations in the same order; for a float32 model they are exactly transformers' code), so the
+f64 parity measures the model and not float32 rounding. `check_saved.py` still loads fute's
+saved Llama folders with unmodified transformers in float32.
 """
 
 import json
@@ -68,7 +79,98 @@ def configs(arch):
                          n_inner=FFN, n_positions=MAX_POS, activation_function="gelu_new",
                          layer_norm_epsilon=1e-5, pad_token_id=0, bos_token_id=1, eos_token_id=1)
         return cfg, GPT2Model, GPT2ForSequenceClassification, GPT2ForQuestionAnswering, 0
+    if arch == "llama":
+        from transformers import (LlamaConfig, LlamaForQuestionAnswering,
+                                  LlamaForSequenceClassification, LlamaModel)
+        # Grouped-query attention (4 query heads share 2 key/value heads), untied embeddings,
+        # a non-default rope theta and eps so that both are read from the config.
+        cfg = LlamaConfig(vocab_size=VOCAB, hidden_size=HIDDEN, num_hidden_layers=LAYERS,
+                          num_attention_heads=HEADS, num_key_value_heads=HEADS // 2,
+                          intermediate_size=FFN, max_position_embeddings=MAX_POS,
+                          rms_norm_eps=1e-5, rope_parameters={"rope_type": "default",
+                                                              "rope_theta": 500.0},
+                          pad_token_id=0, bos_token_id=1, eos_token_id=3,
+                          tie_word_embeddings=False, hidden_act="silu")
+        float64_llama()
+        return cfg, LlamaModel, LlamaForSequenceClassification, LlamaForQuestionAnswering, 0
     raise SystemExit(f"unknown --arch {arch}")
+
+
+def float64_llama():
+    """transformers' Llama RMSNorm, eager attention and rotary tables in the input's dtype
+    (see the module docstring): the same formulas without the cast to float32."""
+    from transformers.models.llama import modeling_llama as ml
+
+    def rms_norm(self, x):
+        variance = x.pow(2).mean(-1, keepdim=True)
+        return self.weight * (x * torch.rsqrt(variance + self.variance_epsilon))
+
+    def rotary(self, x, position_ids):
+        dim = 2 * self.inv_freq.shape[0]
+        base = self.config.rope_parameters["rope_theta"]
+        inv_freq = 1.0 / (base ** (torch.arange(0, dim, 2, dtype=x.dtype) / dim))
+        freqs = position_ids[..., None].to(x.dtype) * inv_freq
+        emb = torch.cat((freqs, freqs), dim=-1)
+        return emb.cos(), emb.sin()
+
+    def attention(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
+        key = ml.repeat_kv(key, module.num_key_value_groups)
+        value = ml.repeat_kv(value, module.num_key_value_groups)
+        weights = torch.matmul(query, key.transpose(2, 3)) * scaling
+        if attention_mask is not None:
+            weights = weights + attention_mask
+        weights = torch.softmax(weights, dim=-1)
+        out = torch.matmul(weights, value).transpose(1, 2).contiguous()
+        return out, weights
+
+    ml.LlamaRMSNorm.forward = rms_norm
+    ml.LlamaRotaryEmbedding.forward = rotary
+    ml.eager_attention_forward = attention
+
+
+def decoder_hooks(base, pair, tensors):
+    """A decoder's soft prompt and key/value prefixes, as fute's hooks define them, made with
+    transformers' own machinery (float64, the pair batch, base model only):
+
+    * prompt: `inputs_embeds` = [P soft tokens; the token embeddings], the attention mask with P
+      ones in front, positions 0..P+T; the reference is the last hidden state of the T real tokens;
+    * prefix: a cache pre-filled with P keys/values per layer (not rotated), the real tokens at
+      positions 0..T (passed explicitly: transformers would otherwise start them at P, as PEFT's
+      prefix tuning does), every query seeing all P prefix keys. The cache holds one prefix per
+      key/value head; fute's prefix has one per query head, so the test repeats each over its
+      group (`prefix.k.N` / `prefix.v.N` are fute's `[B, P, hidden]` layout).
+    """
+    from transformers import DynamicCache
+    m = base.double().eval()
+    ids, _, mask = pair
+    b, t = ids.shape
+    cfg = m.config
+    heads, kv = cfg.num_attention_heads, cfg.num_key_value_heads
+    hd = cfg.hidden_size // heads
+    p = 3
+    gen = torch.Generator().manual_seed(11)
+    prompt = torch.randn(b, p, cfg.hidden_size, generator=gen, dtype=torch.float64)
+    with torch.no_grad():
+        emb = torch.cat([prompt, m.embed_tokens(ids)], dim=1)
+        full = torch.cat([torch.ones(b, p, dtype=mask.dtype), mask], dim=1)
+        out = m(inputs_embeds=emb, attention_mask=full)
+    tensors["hooks.prompt"] = prompt
+    tensors["hooks.prompt.last_hidden_state"] = out.last_hidden_state[:, p:].contiguous()
+
+    cache = DynamicCache(config=cfg)
+    for layer in range(cfg.num_hidden_layers):
+        k = torch.randn(b, kv, p, hd, generator=gen, dtype=torch.float64)
+        v = torch.randn(b, kv, p, hd, generator=gen, dtype=torch.float64)
+        cache.update(k, v, layer)
+        # [B, kv, P, hd] -> one copy per query head -> [B, P, heads * hd]
+        for name, x in [("k", k), ("v", v)]:
+            per_head = x.repeat_interleave(heads // kv, dim=1)
+            tensors[f"hooks.prefix.{name}.{layer}"] = (
+                per_head.transpose(1, 2).reshape(b, p, heads * hd).contiguous())
+    with torch.no_grad():
+        out = m(input_ids=ids, attention_mask=torch.cat([torch.ones(b, p, dtype=mask.dtype), mask], 1),
+                cache=cache, position_ids=torch.arange(t).unsqueeze(0), use_cache=True)
+    tensors["hooks.prefix.last_hidden_state"] = out.last_hidden_state.contiguous()
 
 
 def batch(pad, lengths, pairs, gen):
@@ -102,7 +204,6 @@ def run(arch):
             p.add_(0.3 * torch.randn_like(p))
     base.save_pretrained(out_dir / "model", safe_serialization=True)
     state = {k: v.clone() for k, v in base.state_dict().items()}
-    prefix = base_cls.base_model_prefix
 
     gen = torch.Generator().manual_seed(7)
     single = batch(pad, [7, 4, 6], False, gen)
@@ -134,7 +235,9 @@ def run(arch):
         c._attn_implementation = "eager"
         torch.manual_seed(seed)
         m = cls(c)
-        missing, unexpected = getattr(m, prefix).load_state_dict(state, strict=False)
+        # The base sits under the class's own prefix (`model`, or `transformer` in
+        # LlamaForQuestionAnswering).
+        missing, unexpected = m.base_model.load_state_dict(state, strict=False)
         assert all("pooler" in k for k in unexpected), unexpected
         assert all("pooler" in k or "position_ids" in k for k in missing), missing
         return m.double().eval()
@@ -143,7 +246,7 @@ def run(arch):
         for name, p in m.named_parameters():
             assert p.grad is not None, f"{tag}: {name} has no gradient in torch"
             tensors[f"{tag}.grad.{name}"] = p.grad.detach().to(torch.float64).contiguous()
-            if not name.startswith(prefix + "."):
+            if not name.startswith(m.base_model_prefix + "."):
                 tensors[f"{tag}.head.{name}"] = p.detach().contiguous()
 
     cls = head_model(seq_cls, 1, num_labels=3)
@@ -173,6 +276,9 @@ def run(arch):
     record("qa", qa)
     meta["qa"] = {"start_positions": starts.tolist(), "end_positions": ends.tolist(),
                   "loss": out.loss.item()}
+
+    if arch == "llama":
+        decoder_hooks(base, pair, tensors)
 
     save_file(tensors, str(out_dir / "golden.safetensors"))
     (out_dir / "golden.json").write_text(json.dumps(meta, indent=1) + "\n")

@@ -94,6 +94,21 @@ impl Linear {
         Ok(Self { weight, bias })
     }
 
+    /// A layer without bias (PyTorch `bias=False`): only `weight` is a
+    /// parameter; `bias` is a constant zero vector that is neither trained nor
+    /// saved, so [`Linear::forward`] stays one op for both kinds.
+    pub fn without_bias(
+        p: &Params,
+        in_dim: usize,
+        out_dim: usize,
+        init_std: f64,
+        need: Need,
+    ) -> Result<Self> {
+        let weight = p.get(&[out_dim, in_dim], "weight", Init::Normal(init_std), need)?;
+        let bias = Tensor::zeros(out_dim, p.dtype(), p.device())?;
+        Ok(Self { weight, bias })
+    }
+
     /// Applies the layer to the last dimension of `x` (any rank ≥ 1).
     ///
     /// One op ([`crate::ops::linear`]) whose backward forms only the gradients
@@ -127,6 +142,34 @@ impl LayerNorm {
     /// One fused pass forward and one backward ([`crate::ops::layer_norm`]).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         crate::ops::layer_norm(x, &self.weight, &self.bias, self.eps)
+    }
+}
+
+/// Root-mean-square normalisation over the last dimension (Zhang & Sennrich
+/// 2019; Llama's `LlamaRMSNorm`, T5's `T5LayerNorm`): `weight · x / √(mean(x²) + eps)`,
+/// no centring and no bias.
+#[derive(Debug, Clone)]
+pub struct RmsNorm {
+    /// Scale, `[hidden]`.
+    pub weight: Tensor,
+    /// Added to the mean square before the square root.
+    pub eps: f64,
+}
+
+impl RmsNorm {
+    /// Parameter `weight` (ones) under `p`.
+    pub fn new(p: &Params, size: usize, eps: f64, need: Need) -> Result<Self> {
+        let weight = p.get(&[size], "weight", Init::Ones, need)?;
+        Ok(Self { weight, eps })
+    }
+
+    /// `weight · (x · 1/√(mean(x²) + eps))` in `x`'s own dtype, the operations
+    /// in transformers' order. (transformers computes this in float32 even for
+    /// a float64 model; see `scripts/golden/arch_golden.py`.)
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let mean_square = x.sqr()?.mean_keepdim(candle_core::D::Minus1)?;
+        let inv = (mean_square + self.eps)?.sqrt()?.recip()?;
+        Ok(x.broadcast_mul(&inv)?.broadcast_mul(&self.weight)?)
     }
 }
 

@@ -207,6 +207,7 @@ pub struct Params<'a> {
     device: Device,
     source: Source<'a>,
     base_prefix: Option<&'static str>,
+    base_aliases: &'static [&'static str],
     seed: u64,
     fresh_heads: bool,
 }
@@ -246,6 +247,7 @@ impl<'a> Params<'a> {
             device: device.clone(),
             source: source.map_or(Source::Fresh, Source::Checkpoint),
             base_prefix: None,
+            base_aliases: &[],
             seed,
             fresh_heads: false,
         }
@@ -268,6 +270,7 @@ impl<'a> Params<'a> {
             device: device.clone(),
             source: Source::Vars { map: varmap, live },
             base_prefix: None,
+            base_aliases: &[],
             seed: 0,
             fresh_heads: false,
         }
@@ -277,6 +280,15 @@ impl<'a> Params<'a> {
     /// prefix `base_prefix` (see [`Checkpoint::resolve_under`]).
     pub fn with_base_prefix(mut self, base_prefix: &'static str) -> Self {
         self.base_prefix = Some(base_prefix);
+        self
+    }
+
+    /// The same builder reading checkpoints that may store the encoder under
+    /// another prefix instead of `base_prefix`: Llama's question-answering class
+    /// keeps its base under `transformer.` where every other Llama class (and a
+    /// causal LM checkpoint) has `model.`.
+    pub fn with_base_aliases(mut self, aliases: &'static [&'static str]) -> Self {
+        self.base_aliases = aliases;
         self
     }
 
@@ -374,7 +386,7 @@ impl<'a> Params<'a> {
                     var.as_tensor().detach()
                 });
             }
-            Source::Checkpoint(ckpt) => match ckpt.resolve_under(&full, self.base_prefix) {
+            Source::Checkpoint(ckpt) => match self.resolve(ckpt, &full) {
                 Some(file_name) => {
                     let t = ckpt.load(&file_name, &file_shape, self.dtype, &self.device)?;
                     Some(if transposed { t.t()?.contiguous()? } else { t })
@@ -409,13 +421,24 @@ impl<'a> Params<'a> {
     /// that it is not reported as a tensor the config has no place for.
     pub fn skip_buffer(&self, name: &str) {
         if let Source::Checkpoint(ckpt) = self.source {
-            if let Some(file_name) = ckpt.resolve_under(&self.full_name(name), self.base_prefix) {
+            if let Some(file_name) = self.resolve(ckpt, &self.full_name(name)) {
                 ckpt.used
                     .lock()
                     .expect("checkpoint lock poisoned")
                     .insert(file_name);
             }
         }
+    }
+
+    /// The checkpoint name of parameter `full`: [`Checkpoint::resolve_under`]
+    /// with the base prefix, then with each alias in its place.
+    fn resolve(&self, ckpt: &Checkpoint, full: &str) -> Option<String> {
+        ckpt.resolve_under(full, self.base_prefix).or_else(|| {
+            let rest = full.strip_prefix(self.base_prefix?)?.strip_prefix('.')?;
+            self.base_aliases
+                .iter()
+                .find_map(|a| ckpt.resolve_under(&format!("{a}.{rest}"), None))
+        })
     }
 
     fn fresh(&self, full: &str, shape: &[usize], init: Init) -> Result<Tensor> {

@@ -473,11 +473,12 @@ conformance!(bert);
 conformance!(roberta);
 conformance!(distilbert);
 conformance!(gpt2);
+conformance!(llama);
 
 /// The suite covers exactly the registered architectures.
 #[test]
 fn every_registered_architecture_has_a_conformance_line() {
     let mut registered = models::supported_model_types();
     registered.sort();
-    assert_eq!(registered, ["bert", "distilbert", "gpt2", "roberta"]);
+    assert_eq!(registered, ["bert", "distilbert", "gpt2", "llama", "roberta"]);
 }

@@ -9,6 +9,7 @@
 pub mod bert;
 pub mod distilbert;
 pub mod gpt2;
+pub mod llama;
 pub mod roberta;
 
 use std::path::Path;
@@ -97,13 +98,33 @@ pub(crate) fn build_checked<M>(
     opts: &BuildOptions,
     assemble: impl FnOnce(&Params, VarMap) -> Result<M>,
 ) -> Result<M> {
+    build_checked_under(arch, arch.base_prefix, &[], checkpoint, opts, assemble)
+}
+
+/// [`build_checked`] for a task class whose encoder sits under `base_prefix`
+/// (not the architecture's usual one) and whose checkpoint may store it under
+/// any of `aliases` instead ([`Params::with_base_aliases`]).
+pub(crate) fn build_checked_under<M>(
+    arch: &Architecture,
+    base_prefix: &'static str,
+    aliases: &'static [&'static str],
+    checkpoint: Option<&Checkpoint>,
+    opts: &BuildOptions,
+    assemble: impl FnOnce(&Params, VarMap) -> Result<M>,
+) -> Result<M> {
     let varmap = VarMap::new();
     let p = Params::new(&varmap, opts.dtype, &opts.device, checkpoint, opts.seed)
-        .with_base_prefix(arch.base_prefix)
+        .with_base_prefix(base_prefix)
+        .with_base_aliases(aliases)
         .with_fresh_heads(opts.fresh_head);
     let model = assemble(&p, varmap.clone())?;
     if let Some(ckpt) = checkpoint {
-        let unused = ckpt.unused_under(arch.base_prefix, arch.encoder_roots);
+        let mut unused = ckpt.unused_under(base_prefix, arch.encoder_roots);
+        for alias in aliases {
+            unused.extend(ckpt.unused_under(alias, arch.encoder_roots));
+        }
+        unused.sort();
+        unused.dedup();
         if !unused.is_empty() {
             return Err(Error::UnexpectedTensors {
                 path: ckpt.path().to_path_buf(),
@@ -120,6 +141,7 @@ pub static ARCHITECTURES: &[&Architecture] = &[
     &roberta::ARCHITECTURE,
     &distilbert::ARCHITECTURE,
     &gpt2::ARCHITECTURE,
+    &llama::ARCHITECTURE,
 ];
 
 /// The `model_type`s of [`ARCHITECTURES`].

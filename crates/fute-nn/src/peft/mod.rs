@@ -336,7 +336,22 @@ impl Peft {
                     scale: c.alpha / c.rank as f64,
                 }))
             }
-            PeftConfig::BitFit => Modules::BitFit,
+            PeftConfig::BitFit => {
+                // Decoders such as Llama have no bias anywhere: BitFit would
+                // silently train the head alone.
+                let backbone = d.backbone_prefix.as_str();
+                let has_bias = model
+                    .named_parameters()
+                    .iter()
+                    .any(|(n, _)| n.starts_with(backbone) && n.ends_with(".bias"));
+                if !has_bias {
+                    return Err(Error::BadInput(format!(
+                        "BitFit tunes the backbone's biases, and this {} model has none                          (its linear maps and norms are bias-free); use LoRA or prefix tuning",
+                        d.model_type
+                    )));
+                }
+                Modules::BitFit
+            }
         };
         let mut names = mk.names;
         names.sort();
