@@ -94,7 +94,9 @@ fn prompt_and_prefix_hooks_match_transformers() {
     );
     println!("prefix: last hidden state error {e:.1e}");
     // The hooks change the result: a test of nothing would also pass above.
-    let plain = m.forward_with(&x, &Mode::eval(), &Hooks::default()).unwrap();
+    let plain = m
+        .forward_with(&x, &Mode::eval(), &Hooks::default())
+        .unwrap();
     assert!(common::rel_err(&plain.last_hidden_state, want) > 1e-3);
 }
 
@@ -141,11 +143,19 @@ fn either_base_prefix_loads_the_other_classes_checkpoints() {
         let bare = models::load(&fixture().join("model"), spec, &o).unwrap();
         for folder in ["causal", "qa"] {
             let m = models::load(&tmp.path().join(folder), spec, &o).unwrap();
-            assert_eq!(logits_bits(bare.as_ref()), logits_bits(m.as_ref()), "{folder} {spec:?}");
+            assert_eq!(
+                logits_bits(bare.as_ref()),
+                logits_bits(m.as_ref()),
+                "{folder} {spec:?}"
+            );
         }
     }
-    let qa = models::load(&tmp.path().join("causal"), HeadSpec::QuestionAnswering, &opts(DType::F32))
-        .unwrap();
+    let qa = models::load(
+        &tmp.path().join("causal"),
+        HeadSpec::QuestionAnswering,
+        &opts(DType::F32),
+    )
+    .unwrap();
     assert!(qa.parameter("transformer.norm.weight").is_some());
 }
 
@@ -153,18 +163,30 @@ fn either_base_prefix_loads_the_other_classes_checkpoints() {
 fn a_layer_the_config_lacks_is_refused_by_name() {
     let tmp = tempfile::tempdir().unwrap();
     let w = Tensor::ones(16, DType::F32, &Device::Cpu).unwrap();
-    rewrite(tmp.path(), "model.", &[("model.layers.2.input_layernorm.weight", w)]);
+    rewrite(
+        tmp.path(),
+        "model.",
+        &[("model.layers.2.input_layernorm.weight", w)],
+    );
     let Err(err) = models::load(tmp.path(), HeadSpec::QuestionAnswering, &opts(DType::F32)) else {
         panic!("a checkpoint with a third layer loaded into a two-layer model");
     };
     assert!(matches!(err, Error::UnexpectedTensors { .. }), "{err}");
-    assert!(err.to_string().contains("model.layers.2.input_layernorm.weight"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("model.layers.2.input_layernorm.weight"),
+        "{err}"
+    );
 }
 
 #[test]
 fn later_tokens_never_change_earlier_outputs() {
-    let m = models::load(&fixture().join("model"), HeadSpec::QuestionAnswering, &opts(DType::F64))
-        .unwrap();
+    let m = models::load(
+        &fixture().join("model"),
+        HeadSpec::QuestionAnswering,
+        &opts(DType::F64),
+    )
+    .unwrap();
     let x = pair_input();
     let mut ids = x.input_ids.to_vec2::<u32>().unwrap();
     ids[0][8] = 5; // the last token of the first (unpadded) row

@@ -188,7 +188,9 @@ impl DecoderLayer {
         let hd = self.head_dim;
         let split = |y: Tensor, heads: usize| -> Result<Tensor> {
             let n = y.dim(1)?;
-            Ok(y.reshape((b, n, heads, hd))?.transpose(1, 2)?.contiguous()?)
+            Ok(y.reshape((b, n, heads, hd))?
+                .transpose(1, 2)?
+                .contiguous()?)
         };
         // Each key/value head serves `heads / kv_heads` consecutive query heads (HF `repeat_kv`).
         let share = |y: Tensor| -> Result<Tensor> {
@@ -205,8 +207,14 @@ impl DecoderLayer {
         let [q_proj, k_proj, v_proj, o_proj] = &self.self_attn;
         let normed = self.input_layernorm.forward(x)?;
         let q = split(hooks.linear(q_proj, &self.linears[0], &normed)?, self.heads)?;
-        let k = split(hooks.linear(k_proj, &self.linears[1], &normed)?, self.kv_heads)?;
-        let v = split(hooks.linear(v_proj, &self.linears[2], &normed)?, self.kv_heads)?;
+        let k = split(
+            hooks.linear(k_proj, &self.linears[1], &normed)?,
+            self.kv_heads,
+        )?;
+        let v = split(
+            hooks.linear(v_proj, &self.linears[2], &normed)?,
+            self.kv_heads,
+        )?;
         let (cos, sin) = rotary;
         let q = apply_rotary(&q, cos, sin)?;
         let mut k = share(apply_rotary(&k, cos, sin)?)?;
@@ -222,11 +230,12 @@ impl DecoderLayer {
         let z = (q.matmul(&k.t()?)? * scale)?.broadcast_add(mask_add)?;
         let probs = candle_nn::ops::softmax(&z, D::Minus1)?;
         let probs = mode.dropout(&probs, self.attention_dropout)?;
-        let ctx = probs
-            .matmul(&v)?
-            .transpose(1, 2)?
-            .contiguous()?
-            .reshape((b, t, self.heads * hd))?;
+        let ctx =
+            probs
+                .matmul(&v)?
+                .transpose(1, 2)?
+                .contiguous()?
+                .reshape((b, t, self.heads * hd))?;
         let ctx = hooks.tap(&self.taps[0], ctx)?;
         let x = (x + hooks.linear(o_proj, &self.linears[3], &ctx)?)?;
         let [gate, up, down] = &self.mlp;

@@ -223,7 +223,9 @@ impl LlamaConfig {
             ));
         }
         if !hd.is_multiple_of(2) {
-            return Err(format!("head width {hd} is odd: rotary positions need pairs"));
+            return Err(format!(
+                "head width {hd} is odd: rotary positions need pairs"
+            ));
         }
         if !matches!(self.hidden_act.as_str(), "silu" | "swish") {
             return Err(format!(
@@ -238,7 +240,10 @@ impl LlamaConfig {
                 .unwrap_or("default")
                 .to_string()
         };
-        for r in [&self.rope_parameters, &self.rope_scaling].into_iter().flatten() {
+        for r in [&self.rope_parameters, &self.rope_scaling]
+            .into_iter()
+            .flatten()
+        {
             let t = rope_type(r);
             if !r.is_null() && t != "default" {
                 return Err(format!(
@@ -246,8 +251,11 @@ impl LlamaConfig {
                 ));
             }
         }
-        if !(self.rope_base() > 0.0) {
-            return Err(format!("rope_theta must be positive, got {}", self.rope_base()));
+        if self.rope_base().is_nan() || self.rope_base() <= 0.0 {
+            return Err(format!(
+                "rope_theta must be positive, got {}",
+                self.rope_base()
+            ));
         }
         if !(0.0..1.0).contains(&self.attention_dropout) {
             return Err(format!(
@@ -255,8 +263,11 @@ impl LlamaConfig {
                 self.attention_dropout
             ));
         }
-        if !(self.rms_norm_eps >= 0.0) {
-            return Err(format!("rms_norm_eps must be ≥ 0, got {}", self.rms_norm_eps));
+        if self.rms_norm_eps.is_nan() || self.rms_norm_eps < 0.0 {
+            return Err(format!(
+                "rms_norm_eps must be ≥ 0, got {}",
+                self.rms_norm_eps
+            ));
         }
         Ok(())
     }
@@ -355,8 +366,7 @@ impl LlamaTaskModel {
         })?;
         let (h, std, r) = (cfg.hidden_size, cfg.initializer_range, Need::Required);
         let pb = p.pp(base_of(spec).0);
-        let mut embed_tokens =
-            Embedding::new(&pb.pp("embed_tokens"), cfg.vocab_size, h, std, r)?;
+        let mut embed_tokens = Embedding::new(&pb.pp("embed_tokens"), cfg.vocab_size, h, std, r)?;
         embed_tokens.padding_idx = cfg.pad_token_id;
         let layers = (0..cfg.num_hidden_layers)
             .map(|i| DecoderLayer::new(&pb.pp("layers").pp(i), cfg, i))
