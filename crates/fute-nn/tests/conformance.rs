@@ -480,5 +480,8 @@ conformance!(llama);
 fn every_registered_architecture_has_a_conformance_line() {
     let mut registered = models::supported_model_types();
     registered.sort();
-    assert_eq!(registered, ["bert", "distilbert", "gpt2", "llama", "roberta"]);
+    assert_eq!(
+        registered,
+        ["bert", "distilbert", "gpt2", "llama", "roberta"]
+    );
 }
