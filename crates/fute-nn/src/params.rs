@@ -15,13 +15,15 @@ use candle_nn::VarMap;
 use crate::rng::SeededRng;
 use crate::{Error, Result};
 
-/// A `model.safetensors` file opened for reading tensors by name.
+/// A `model.safetensors` file opened for reading tensors by name, or tensors
+/// already in memory under HF names (a dequantised GGUF file,
+/// [`Checkpoint::from_tensors`]).
 ///
 /// It remembers which tensors a model took ([`Checkpoint::unused_under`]), so a
 /// checkpoint holding tensors its config has no place for is refused.
 pub struct Checkpoint {
     path: PathBuf,
-    tensors: MmapedSafetensors,
+    tensors: Store,
     used: std::sync::Mutex<std::collections::BTreeSet<String>>,
 }
 
@@ -52,9 +54,22 @@ impl Checkpoint {
         })?;
         Ok(Self {
             path,
-            tensors,
+            tensors: Store::Mapped(tensors),
             used: Default::default(),
         })
+    }
+
+    /// A checkpoint of tensors in memory, by HF name; `path` is the file they
+    /// were read from, which errors name.
+    pub fn from_tensors(
+        path: impl AsRef<Path>,
+        tensors: std::collections::HashMap<String, Tensor>,
+    ) -> Self {
+        Self {
+            path: path.as_ref().to_path_buf(),
+            tensors: Store::Memory(tensors),
+            used: Default::default(),
+        }
     }
 
     /// The file this checkpoint was read from.
@@ -64,21 +79,26 @@ impl Checkpoint {
 
     /// Names of all tensors in the file.
     pub fn names(&self) -> Vec<String> {
-        self.tensors
-            .tensors()
-            .into_iter()
-            .map(|(name, _)| name)
-            .collect()
+        match &self.tensors {
+            Store::Mapped(m) => m.tensors().into_iter().map(|(name, _)| name).collect(),
+            Store::Memory(m) => m.keys().cloned().collect(),
+        }
     }
 
     /// Whether the file holds a tensor called `name`.
     pub fn contains(&self, name: &str) -> bool {
-        self.tensors.get(name).is_ok()
+        match &self.tensors {
+            Store::Mapped(m) => m.get(name).is_ok(),
+            Store::Memory(m) => m.contains_key(name),
+        }
     }
 
     /// The shape of tensor `name`, if present.
     pub fn shape(&self, name: &str) -> Option<Vec<usize>> {
-        self.tensors.get(name).ok().map(|v| v.shape().to_vec())
+        match &self.tensors {
+            Store::Mapped(m) => m.get(name).ok().map(|v| v.shape().to_vec()),
+            Store::Memory(m) => m.get(name).map(|t| t.dims().to_vec()),
+        }
     }
 
     /// Loads tensor `name` onto `device` in `dtype`, checking its shape.
@@ -106,7 +126,11 @@ impl Checkpoint {
             .lock()
             .expect("checkpoint lock poisoned")
             .insert(name.to_string());
-        Ok(self.tensors.load(name, device)?.to_dtype(dtype)?)
+        let t = match &self.tensors {
+            Store::Mapped(m) => m.load(name, device)?,
+            Store::Memory(m) => m[name].to_device(device)?,
+        };
+        Ok(t.to_dtype(dtype)?)
     }
 
     /// The name under which the file stores the model parameter `name`
@@ -160,6 +184,14 @@ impl Checkpoint {
         out.sort();
         out
     }
+}
+
+/// Where a [`Checkpoint`]'s tensors are.
+enum Store {
+    /// A memory-mapped safetensors file.
+    Mapped(MmapedSafetensors),
+    /// Tensors already loaded.
+    Memory(std::collections::HashMap<String, Tensor>),
 }
 
 /// How a parameter is initialised when it does not come from a checkpoint.

@@ -6,12 +6,17 @@
 //!   positions `0..T`), float64;
 //! * the sequence class's `model.` and the QA class's `transformer.` base
 //!   prefixes read each other's checkpoints (and a causal LM's);
-//! * causality, and clear errors for configs and checkpoints that do not fit.
+//! * a GGUF file written as llama.cpp's converter does (renamed tensors,
+//!   permuted query/key rows) loads as exactly the same model;
+//! * causality, and clear errors for configs, checkpoints and GGUF files that
+//!   do not fit.
 
 mod common;
 
 use std::path::Path;
 
+use candle_core::quantized::gguf_file::{self, Value};
+use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{DType, Device, Tensor};
 use fute_nn::models::llama::{LlamaConfig, LlamaTaskModel};
 use fute_nn::peft::{Peft, PeftConfig};
@@ -245,4 +250,168 @@ fn bitfit_refuses_a_model_without_biases() {
     };
     let err = err.to_string();
     assert!(err.contains("BitFit") && err.contains("llama"), "{err}");
+}
+
+/// llama.cpp's `LlamaModel.permute` (convert_hf_to_gguf.py) written as an
+/// index map: HF row `h·hd + s·hd/2 + i` is stored at GGUF row `h·hd + 2i + s`.
+fn llama_cpp_permute(w: &Tensor, heads: usize) -> Tensor {
+    let rows = w.to_vec2::<f32>().unwrap();
+    let hd = rows.len() / heads;
+    let mut out = rows.clone();
+    for h in 0..heads {
+        for s in 0..2 {
+            for i in 0..hd / 2 {
+                out[h * hd + 2 * i + s] = rows[h * hd + s * hd / 2 + i].clone();
+            }
+        }
+    }
+    Tensor::new(out, &Device::Cpu).unwrap()
+}
+
+/// GGUF metadata and tensors as the tests build them.
+type Metadata = Vec<(String, Value)>;
+type Tensors = Vec<(String, Tensor)>;
+
+/// The fixture written as a float32 GGUF file the way llama.cpp's converter
+/// names and permutes it, with `edit` applied to the metadata and tensor list.
+fn write_gguf(path: &Path, edit: impl FnOnce(&mut Metadata, &mut Tensors)) {
+    let src =
+        candle_core::safetensors::load(fixture().join("model/model.safetensors"), &Device::Cpu)
+            .unwrap();
+    let mut tensors: Tensors = vec![
+        (
+            "token_embd.weight".into(),
+            src["embed_tokens.weight"].clone(),
+        ),
+        ("output_norm.weight".into(), src["norm.weight"].clone()),
+    ];
+    for l in 0..2 {
+        let t = |n: &str| src[&format!("layers.{l}.{n}.weight")].clone();
+        for (gguf, tensor) in [
+            ("attn_norm", t("input_layernorm")),
+            ("attn_q", llama_cpp_permute(&t("self_attn.q_proj"), 4)),
+            ("attn_k", llama_cpp_permute(&t("self_attn.k_proj"), 2)),
+            ("attn_v", t("self_attn.v_proj")),
+            ("attn_output", t("self_attn.o_proj")),
+            ("ffn_norm", t("post_attention_layernorm")),
+            ("ffn_gate", t("mlp.gate_proj")),
+            ("ffn_up", t("mlp.up_proj")),
+            ("ffn_down", t("mlp.down_proj")),
+        ] {
+            tensors.push((format!("blk.{l}.{gguf}.weight"), tensor));
+        }
+    }
+    let mut metadata: Metadata = vec![
+        ("general.architecture".into(), Value::String("llama".into())),
+        ("llama.block_count".into(), Value::U32(2)),
+        ("llama.context_length".into(), Value::U32(24)),
+        ("llama.embedding_length".into(), Value::U32(16)),
+        ("llama.feed_forward_length".into(), Value::U32(24)),
+        ("llama.attention.head_count".into(), Value::U32(4)),
+        ("llama.attention.head_count_kv".into(), Value::U32(2)),
+        ("llama.rope.freq_base".into(), Value::F32(500.0)),
+        (
+            "llama.attention.layer_norm_rms_epsilon".into(),
+            Value::F32(1e-5),
+        ),
+        ("tokenizer.ggml.padding_token_id".into(), Value::U32(0)),
+    ];
+    edit(&mut metadata, &mut tensors);
+    let q: Vec<(String, QTensor)> = tensors
+        .iter()
+        .map(|(n, t)| (n.clone(), QTensor::quantize(t, GgmlDType::F32).unwrap()))
+        .collect();
+    let md: Vec<(&str, &Value)> = metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let qs: Vec<(&str, &QTensor)> = q.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let mut f = std::fs::File::create(path).unwrap();
+    gguf_file::write(&mut f, &md, &qs).unwrap();
+}
+
+#[test]
+fn a_gguf_file_loads_as_the_same_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("tiny.gguf");
+    write_gguf(&path, |_, _| ());
+    for spec in [
+        HeadSpec::Classification { num_labels: 3 },
+        HeadSpec::QuestionAnswering,
+    ] {
+        let o = opts(DType::F32);
+        let from_gguf = LlamaTaskModel::from_gguf(&path, spec, &o).unwrap();
+        let from_hf = models::load(&fixture().join("model"), spec, &o).unwrap();
+        // rms_norm_eps went through f32 metadata: 1e-5 as f32, as transformers reads it too.
+        assert_eq!(from_gguf.config.rms_norm_eps, f64::from(1e-5f32));
+        let (a, b) = (from_gguf.named_parameters(), from_hf.named_parameters());
+        assert_eq!(a.len(), b.len());
+        for ((na, va), (nb, vb)) in a.iter().zip(&b) {
+            assert_eq!(na, nb);
+            assert_eq!(common::rel_err(va.as_tensor(), vb.as_tensor()), 0.0, "{na}");
+        }
+    }
+}
+
+#[test]
+fn gguf_files_that_do_not_fit_are_refused_by_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("bad.gguf");
+    let message = |edit: &dyn Fn(&mut Metadata, &mut Tensors)| {
+        write_gguf(&path, edit);
+        let Err(e) = LlamaTaskModel::from_gguf(&path, HeadSpec::Regression, &opts(DType::F32))
+        else {
+            panic!("a bad GGUF file loaded");
+        };
+        let e = e.to_string();
+        assert!(e.contains(&path.display().to_string()), "{e}");
+        e
+    };
+    let e = message(&|md, _| md[0].1 = Value::String("gemma3".into()));
+    assert!(e.contains("`gemma3`"), "{e}");
+    let e = message(&|md, _| md.retain(|(k, _)| k != "llama.embedding_length"));
+    assert!(e.contains("llama.embedding_length` is missing"), "{e}");
+    let e = message(&|_, t| {
+        let extra = t[2].1.clone();
+        t.push(("blk.2.attn_norm.weight".into(), extra));
+    });
+    assert!(
+        e.contains("blk.2.attn_norm.weight") && e.contains("block_count"),
+        "{e}"
+    );
+    let e = message(&|_, t| t.retain(|(n, _)| n != "blk.1.ffn_up.weight"));
+    assert!(e.contains("model.layers.1.mlp.up_proj.weight"), "{e}");
+    let e = message(&|md, _| {
+        md.push((
+            "llama.rope.scaling.type".into(),
+            Value::String("yarn".into()),
+        ))
+    });
+    assert!(e.contains("rotary scaling `yarn`"), "{e}");
+}
+
+#[test]
+fn damaged_gguf_files_are_errors_not_panics() {
+    let tmp = tempfile::tempdir().unwrap();
+    let good = tmp.path().join("good.gguf");
+    write_gguf(&good, |_, _| ());
+    let bytes = std::fs::read(&good).unwrap();
+    let bad = tmp.path().join("bad.gguf");
+    let cuts = (0..20).map(|i| i * bytes.len() / 20);
+    for (i, cut) in cuts.enumerate() {
+        let mut b = bytes[..cut].to_vec();
+        // Also flip a byte inside the header of every other copy.
+        if i % 2 == 1 && b.len() > 64 {
+            let at = 24 + (i * 37) % (b.len().min(600) - 24);
+            b[at] ^= 0x5a;
+        }
+        std::fs::write(&bad, &b).unwrap();
+        let r = std::panic::catch_unwind(|| {
+            LlamaTaskModel::from_gguf(&bad, HeadSpec::Regression, &opts(DType::F32)).map(|_| ())
+        });
+        let Ok(r) = r else {
+            panic!("loading a GGUF cut at {cut} bytes panicked");
+        };
+        if cut < bytes.len() / 2 {
+            let e = r.expect_err("half a GGUF file loaded").to_string();
+            assert!(e.contains(&bad.display().to_string()), "{e}");
+        }
+    }
 }

@@ -17,8 +17,10 @@
 //! `transformer.` (not `model.`) and applies `qa_outputs` to every token.
 //! Either loads a checkpoint that stores the base under the other prefix or
 //! under none (a bare `LlamaModel`), as well as a `LlamaForCausalLM` (its
-//! `lm_head` is not used).
+//! `lm_head` is not used). [`LlamaTaskModel::from_gguf`] loads a llama.cpp
+//! GGUF file instead ([`gguf`]).
 
+pub mod gguf;
 pub mod layer;
 
 use std::path::{Path, PathBuf};
@@ -357,6 +359,13 @@ impl LlamaTaskModel {
         let mut model = Self::build(&config, spec, Some(&ckpt), opts)?;
         model.source_dir = Some(dir.to_path_buf());
         Ok(model)
+    }
+
+    /// Loads a Llama GGUF file (see [`gguf`]: dequantised to f32, HF names)
+    /// with head `spec`; the head is fresh (seeded by `opts.seed`).
+    pub fn from_gguf(path: &Path, spec: HeadSpec, opts: &BuildOptions) -> Result<Self> {
+        let (config, ckpt) = gguf::read(path)?;
+        Self::build(&config, spec, Some(&ckpt), opts)
     }
 
     fn assemble(p: &Params, cfg: &LlamaConfig, spec: HeadSpec, varmap: VarMap) -> Result<Self> {
