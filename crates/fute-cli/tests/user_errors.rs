@@ -110,6 +110,30 @@ fn every_documented_user_error_exits_1_and_says_how_to_fix_it() {
     });
     let layers3 = edited("layers3", &|c| c["num_hidden_layers"] = 3.into());
     let layers1 = edited("layers1", &|c| c["num_hidden_layers"] = 1.into());
+    // A GPT-2 folder (the conformance fixture, the tiny BERT's tokenizer) whose
+    // c_attn weight claims Linear layout [48, 16]: the header's shape is
+    // edited in place (same length), the bytes stay.
+    let gpt2_bad = {
+        let src = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../fute-nn/tests/fixtures/conformance/gpt2/model");
+        let dir = ws.join("gpt2-bad");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::copy(src.join("config.json"), dir.join("config.json")).unwrap();
+        std::fs::copy(
+            Path::new(&tiny).join("tokenizer.json"),
+            dir.join("tokenizer.json"),
+        )
+        .unwrap();
+        let bytes = std::fs::read(src.join("model.safetensors")).unwrap();
+        let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+        let header = std::str::from_utf8(&bytes[8..8 + n]).unwrap();
+        let at = header.find("\"h.1.attn.c_attn.weight\"").unwrap();
+        let shape = at + header[at..].find("[16,48]").unwrap();
+        let mut edited = bytes.clone();
+        edited[8 + shape..8 + shape + 7].copy_from_slice(b"[48,16]");
+        std::fs::write(dir.join("model.safetensors"), edited).unwrap();
+        dir.display().to_string()
+    };
     let train_on = |base: &str| sv(&["train", "--base", base, "--dataset", "s", "--out", &out]);
 
     let cases: Vec<(Vec<String>, Vec<&str>)> = vec![
@@ -154,6 +178,7 @@ fn every_documented_user_error_exits_1_and_says_how_to_fix_it() {
         (train_on(&no_hidden), vec!["no-hidden/config.json", "`hidden_size` is missing"]),
         (train_on(&layers3), vec!["layers3/model.safetensors", "bert.encoder.layer.2.", "is missing"]),
         (train_on(&layers1), vec!["layers1/model.safetensors", "encoder.layer.1.", "config.json disagree"]),
+        (train_on(&gpt2_bad), vec!["gpt2-bad/model.safetensors", "`h.1.attn.c_attn.weight`", "[48, 16]", "expects [16, 48]"]),
         // fute predict
         (sv(&["predict", "--model", &tiny, "--dataset", "s"]), vec!["declares no task head", "fute train"]),
         (sv(&["predict", "--model", &empty_dir, "--dataset", "s"]), vec!["has no config.json"]),

@@ -242,20 +242,19 @@ impl HeadInit {
 
 /// Reorders the classifier `model` took from its base so that output `d`
 /// means dataset label `d`: the rows of `output` (the sequence head's output
-/// layer, e.g. `classifier`) are permuted by `map`.
+/// layer, e.g. `classifier`) and its bias, if it has one (GPT-2's `score`
+/// has none), are permuted by `map`.
 ///
 /// # Errors
-/// Tensor errors (a bug) only.
+/// A model without `output.weight` (a bug: the registry names it); tensor
+/// errors (a bug).
 pub fn align_head(model: &dyn TaskModel, output: &str, map: &LabelMap) -> Result<()> {
     let LabelMap::ByName { to_dataset } = map else {
         return Ok(());
     };
-    let (Some(w), Some(b)) = (
-        model.parameter(&format!("{output}.weight")),
-        model.parameter(&format!("{output}.bias")),
-    ) else {
-        return Ok(());
-    };
+    let w = model
+        .parameter(&format!("{output}.weight"))
+        .ok_or_else(|| anyhow::anyhow!("internal error: the model has no `{output}.weight`"))?;
     // Row d of the new head is the base's row for the output that means label d.
     let mut from = vec![0u32; to_dataset.len()];
     for (i, d) in to_dataset.iter().enumerate() {
@@ -263,6 +262,39 @@ pub fn align_head(model: &dyn TaskModel, output: &str, map: &LabelMap) -> Result
     }
     let idx = Tensor::new(from.as_slice(), w.device())?;
     w.set(&w.as_tensor().index_select(&idx, 0)?)?;
-    b.set(&b.as_tensor().index_select(&idx, 0)?)?;
+    if let Some(b) = model.parameter(&format!("{output}.bias")) {
+        b.set(&b.as_tensor().index_select(&idx, 0)?)?;
+    }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A head without bias (GPT-2's `score`) is reordered too, not skipped.
+    #[test]
+    fn align_head_permutes_a_head_without_bias() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../fute-nn/tests/fixtures/conformance/gpt2/model");
+        let spec = fute_nn::HeadSpec::Classification { num_labels: 3 };
+        let m = fute_nn::models::load(&dir, spec, &fute_nn::BuildOptions::default()).unwrap();
+        assert!(m.parameter("score.bias").is_none());
+        let rows: Vec<f32> = (0..3 * 16).map(|i| (i / 16) as f32).collect();
+        let w = Tensor::from_vec(rows, (3, 16), &candle_core::Device::Cpu).unwrap();
+        m.set_parameter("score.weight", &w).unwrap();
+        // Base output 0 means dataset label 2, 1 → 0, 2 → 1.
+        let map = LabelMap::ByName {
+            to_dataset: vec![2, 0, 1],
+        };
+        align_head(m.as_ref(), "score", &map).unwrap();
+        let got = m
+            .parameter("score.weight")
+            .unwrap()
+            .as_tensor()
+            .to_vec2::<f32>()
+            .unwrap();
+        let firsts: Vec<f32> = got.iter().map(|r| r[0]).collect();
+        assert_eq!(firsts, [1.0, 2.0, 0.0]);
+    }
 }
