@@ -173,6 +173,22 @@ def decoder_hooks(base, pair, tensors):
     tensors["hooks.prefix.last_hidden_state"] = out.last_hidden_state.contiguous()
 
 
+def write_word_tokenizer(path):
+    """A word-level tokenizer.json over VOCAB ids (pad 0, unk 1, bos 2, eos 3, then words), so the
+    GPT-2 folder also serves as a surrogate or base model in fute's pipeline tests."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    words = ("the a an cat dog mat sat man woman good bad great awful fine poor nice movie film "
+             "plot is was very so and it this that really quite who what where plays play music "
+             "market stock fell today game sport red blue big small city river paris").split()
+    vocab = ["<pad>", "<unk>", "<s>", "</s>"] + words
+    vocab += [f"w{i}" for i in range(VOCAB - len(vocab))]
+    assert len(vocab) == VOCAB and len(set(vocab)) == VOCAB
+    tk = Tokenizer(models.WordLevel(vocab={w: i for i, w in enumerate(vocab)}, unk_token="<unk>"))
+    tk.pre_tokenizer = pre_tokenizers.Whitespace()
+    tk.add_special_tokens(["<pad>", "<unk>", "<s>", "</s>"])
+    tk.save(str(path))
+
+
 def batch(pad, lengths, pairs, gen):
     """Random ids (3..VOCAB) with [CLS]-like 2 first and separators 3, padded with `pad`."""
     t = max(lengths)
@@ -203,6 +219,8 @@ def run(arch):
         for p in base.parameters():
             p.add_(0.3 * torch.randn_like(p))
     base.save_pretrained(out_dir / "model", safe_serialization=True)
+    if arch == "gpt2":
+        write_word_tokenizer(out_dir / "model" / "tokenizer.json")
     state = {k: v.clone() for k, v in base.state_dict().items()}
 
     gen = torch.Generator().manual_seed(7)

@@ -45,7 +45,7 @@ enum Command {
     Corpus(commands::corpus::CorpusCmd),
     /// Set everything up on a fresh machine and run the main job on real assets.
     Demo(commands::demo::DemoArgs),
-    /// Fine-tune a BERT-family model on a dataset; saves a Hugging Face folder.
+    /// Fine-tune a model (BERT family, GPT-2, Llama family) on a dataset; saves a Hugging Face folder.
     Train(commands::train::TrainArgs),
     /// Run a fine-tuned model on a dataset split: metrics and predictions.
     Predict(commands::predict::PredictArgs),

@@ -1,7 +1,8 @@
 //! The surrogate Θ_T: the fixed base model whose space every embedding lives in.
 
 use anyhow::{bail, Context as _};
-use fute_nn::{BertConfig, TextTokenizer};
+use fute_nn::task::ModelDescription;
+use fute_nn::{BuildOptions, HeadSpec, TextTokenizer};
 use sha2::Digest;
 use std::path::{Path, PathBuf};
 
@@ -16,8 +17,8 @@ pub struct Surrogate {
     pub hash: String,
     /// Its tokenizer.
     pub tokenizer: TextTokenizer,
-    /// Its config.
-    pub config: BertConfig,
+    /// Its layout (hidden size, positions, layers), whatever its architecture.
+    pub description: ModelDescription,
 }
 
 /// Resolves `spec`: a folder path, or the name of a fetched model asset (`minilm`).
@@ -58,7 +59,9 @@ pub fn hash_model_folder(dir: &Path) -> anyhow::Result<String> {
 }
 
 impl Surrogate {
-    /// Opens a surrogate folder, checking its files.
+    /// Opens a surrogate folder, checking its files and loading its weights
+    /// once through the registry (any registered architecture; a checkpoint
+    /// that disagrees with its config is refused here, before any work).
     pub fn open(dir: &Path) -> anyhow::Result<Self> {
         for f in REQUIRED_FILES {
             if !dir.join(f).is_file() {
@@ -71,14 +74,14 @@ impl Surrogate {
         }
         let hash = hash_model_folder(dir)?;
         let tokenizer = TextTokenizer::from_folder(dir)?;
-        // The registry first, so an unsupported `model_type` lists the supported ones.
-        fute_nn::models::read_config(&dir.join("config.json"))?;
-        let config = BertConfig::from_file(dir.join("config.json"))?;
+        // Any head: only the backbone's layout is kept.
+        let model = fute_nn::models::load(dir, HeadSpec::Regression, &BuildOptions::default())?;
+        let description = model.describe().clone();
         Ok(Surrogate {
             dir: dir.to_path_buf(),
             hash,
             tokenizer,
-            config,
+            description,
         })
     }
 }

@@ -100,6 +100,29 @@ fn fim_dte_is_deterministic_and_seed_dependent() {
         .all(|x| x.is_finite() && *x >= 0.0));
 }
 
+/// The surrogate may be any registered architecture: the tiny GPT-2 of the
+/// conformance suite (with its word-level tokenizer) gives a finite FIM DTE
+/// whose components are GPT-2's parameters by HF name.
+#[test]
+fn fim_dte_through_a_gpt2_surrogate() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../fute-nn/tests/fixtures/conformance/gpt2/model");
+    let s = Surrogate::open(&dir).unwrap();
+    assert_eq!(s.description.model_type, "gpt2");
+    assert_eq!(s.description.max_positions, 24);
+    let a = method(FisherVariant::PerExample)
+        .run(&s, &gold_probe(), 7, &mut |_| {})
+        .unwrap()
+        .components;
+    assert!(a
+        .iter()
+        .any(|(n, _)| n == "transformer.h.0.attn.c_attn.weight"));
+    assert!(!a.iter().any(|(n, _)| n.starts_with("score")));
+    let values: Vec<f32> = a.iter().flat_map(|(_, v)| v.iter().copied()).collect();
+    assert!(values.iter().all(|x| x.is_finite() && *x >= 0.0));
+    assert!(values.iter().any(|x| *x > 0.0));
+}
+
 #[test]
 fn fim_mte_from_a_models_soft_labels_lands_in_the_same_space() {
     let tmp = tempfile::tempdir().unwrap();

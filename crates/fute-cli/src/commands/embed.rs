@@ -382,7 +382,7 @@ fn run_embed(
     let surrogate = Surrogate::open(&resolve_model_dir(&common.surrogate, &ctx.assets)?)?;
     fute::finetune::check_max_len(
         common.max_len,
-        surrogate.config.max_position_embeddings,
+        surrogate.description.max_positions,
         &surrogate.dir,
     )?;
     let store = Store::open(&ctx.workspace.state_dir())?;

@@ -1,4 +1,4 @@
-//! `fute train`: fine-tune a BERT-family model on a dataset.
+//! `fute train`: fine-tune a model of any registered architecture on a dataset.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;

@@ -80,7 +80,7 @@ impl PeftMethod {
             ));
         }
         if let PeftConfig::PromptTuning(c) = &self.peft {
-            let max_pos = surrogate.config.max_position_embeddings;
+            let max_pos = surrogate.description.max_positions;
             if self.training.max_len + c.len > max_pos {
                 anyhow::bail!(fute_core::Error::Invalid(format!(
                     "--max-len {} plus {} prompt tokens exceeds the surrogate's {max_pos} positions",

@@ -20,7 +20,7 @@ pub fn embed(
     )?;
     // Inference only: every parameter detached, so no autograd graph is built.
     let model = fute_nn::train::frozen_view(model.as_ref(), &[])?;
-    let hidden = surrogate.config.hidden_size;
+    let hidden = surrogate.description.hidden_size;
     let mut sum = vec![0f64; hidden];
     for chunk in probe.inputs.chunks(batch.max(1)) {
         let inputs: Vec<TextInput> = chunk.iter().map(|s| text_input(s)).collect();

@@ -49,11 +49,16 @@ pub fn make_plan(
     commit: &str,
 ) -> Result<Plan> {
     crate::finetune::check_model_folder(base_dir, "base model")?;
-    let cfg_path = base_dir.join("config.json");
-    fute_nn::BertConfig::from_file(&cfg_path).map_err(|e| {
+    // Loaded once through the registry: any architecture fute trains, its
+    // config and weights checked before a single run is planned.
+    fute_nn::models::load(
+        base_dir,
+        fute_nn::HeadSpec::Regression,
+        &fute_nn::BuildOptions::default(),
+    )
+    .map_err(|e| {
         invalid(format!(
-            "base model {} cannot be trained: {e}; fute trains BERT-family folders \
-             (model_type bert) such as the `minilm` asset",
+            "base model {} cannot be trained: {e}",
             base_dir.display()
         ))
     })?;
