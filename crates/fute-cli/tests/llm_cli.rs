@@ -123,6 +123,64 @@ fn bad_prompt_requests_are_user_errors() {
 }
 
 #[test]
+fn a_packaged_llm_not_fetched_is_named_with_its_fetch_command() {
+    let ws = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_fute"))
+            .arg("--workspace")
+            .arg(ws.path())
+            .args(args)
+            .env("FUTE_ASSETS", ws.path().join("no-assets"))
+            .output()
+            .expect("runs fute")
+    };
+    let csv = ws.path().join("r.csv");
+    std::fs::write(&csv, "review,stars\ngood,pos\nbad,neg\nfine,pos\n").unwrap();
+    let file = csv.to_str().unwrap();
+    let o = run(&[
+        "data",
+        "import",
+        "r",
+        "--file",
+        file,
+        "--schema",
+        "classification",
+        "--labels",
+        "neg,pos",
+        "--map",
+        "text=review",
+        "--map",
+        "label=stars",
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let evaluate = [
+        "prompts",
+        "evaluate",
+        "--datasets",
+        "r",
+        "--no-fute",
+        "--label-map",
+        "neg=negative,pos=positive",
+    ];
+    for (llm, asset) in [("gemma3", "gemma3"), ("smollm2", "smollm2")] {
+        let mut args = evaluate.to_vec();
+        args.extend(["--llm", llm]);
+        let o = run(&args);
+        let err = text(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{err}");
+        assert!(
+            err.contains(&format!("asset `{asset}` is not fetched")),
+            "{err}"
+        );
+        assert!(err.contains(&format!("fute assets fetch {asset}")), "{err}");
+    }
+    // A packaged LLM and a file of one's own are two answers to one question.
+    let mut args = evaluate.to_vec();
+    args.extend(["--llm", "gemma3", "--gguf", "x.gguf"]);
+    assert_eq!(run(&args).status.code(), Some(2));
+}
+
+#[test]
 fn real_prompt_selection_table_then_a_rerun_from_the_cache() {
     if fute_core::testing::real_asset("smollm2").is_none()
         || fute_core::testing::real_asset("rotten-tomatoes").is_none()

@@ -59,11 +59,17 @@ impl ChatMessage {
 }
 
 /// The ChatML chat template, with the default system message a model's
-/// template inserts when the conversation has none (SmolLM2's does).
+/// template inserts when the conversation has none (SmolLM2's does); or,
+/// for a base model without a chat template, plain completion text
+/// ([`ChatTemplate::completion`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChatTemplate {
     /// Inserted as the first message when the conversation has no system message.
     pub default_system: Option<String>,
+    /// Render as plain completion text instead of ChatML (left out of the
+    /// serialised form when false, so ChatML cache keys are unchanged).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub completion: bool,
 }
 
 impl ChatTemplate {
@@ -83,7 +89,23 @@ impl ChatTemplate {
             let rest = &template[start + marker.len()..];
             rest.find("<|im_end|>").map(|end| rest[..end].to_string())
         });
-        Ok(ChatTemplate { default_system })
+        Ok(ChatTemplate {
+            default_system,
+            completion: false,
+        })
+    }
+
+    /// The template of a completion (base) model, which has no turn markers:
+    /// a system message is a paragraph, a user message a line, an earlier
+    /// answer follows `Answer:` on its own line, and the generation prompt is
+    /// `Answer:` and a newline, so the answer starts a line as it does after
+    /// ChatML's `assistant\n` (a verbaliser's first token is then the same
+    /// word-initial piece in both).
+    pub fn completion() -> Self {
+        ChatTemplate {
+            default_system: None,
+            completion: true,
+        }
     }
 
     /// Renders `messages`; with `add_generation_prompt` the text ends with
@@ -112,6 +134,23 @@ impl ChatTemplate {
         add_generation_prompt: bool,
     ) -> Vec<Piece> {
         let mut out = Vec::new();
+        if self.completion {
+            let mut text = String::new();
+            for message in messages {
+                match message.role {
+                    Role::System => text.push_str(&format!("{}\n\n", message.content)),
+                    Role::User => text.push_str(&format!("{}\n", message.content)),
+                    Role::Assistant => {
+                        text.push_str(&format!("{COMPLETION_CUE}{}\n\n", message.content))
+                    }
+                }
+            }
+            if add_generation_prompt {
+                text.push_str(COMPLETION_CUE);
+            }
+            out.push(Piece::Text(text));
+            return out;
+        }
         let has_system = messages.first().map(|m| m.role) == Some(Role::System);
         if let (false, Some(system)) = (has_system, &self.default_system) {
             push_turn(&mut out, "system", system);
@@ -126,6 +165,9 @@ impl ChatTemplate {
         out
     }
 }
+
+/// What precedes an answer in completion text.
+const COMPLETION_CUE: &str = "Answer:\n";
 
 /// ChatML's turn markers.
 const IM_START: &str = "<|im_start|>";
@@ -169,6 +211,29 @@ mod tests {
             "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nu<|im_end|>\n"
         );
         assert!(ChatTemplate::from_jinja("[INST] {{ x }} [/INST]").is_err());
+    }
+
+    #[test]
+    fn completion_text_has_no_markers_and_ends_where_the_answer_starts() {
+        let t = ChatTemplate::completion();
+        let round1 = [ChatMessage::system("S"), ChatMessage::user("Is it good?")];
+        assert_eq!(t.render(&round1, true), "S\n\nIs it good?\nAnswer:\n");
+        assert_eq!(t.render(&round1, false), "S\n\nIs it good?\n");
+        let round2 = [
+            ChatMessage::user("Think."),
+            ChatMessage::assistant("Because."),
+            ChatMessage::user("So?"),
+        ];
+        assert_eq!(
+            t.render(&round2, true),
+            "Think.\nAnswer:\nBecause.\n\nSo?\nAnswer:\n"
+        );
+        // One text piece: nothing in it is ever a control token.
+        let pieces = t.render_pieces(&[ChatMessage::user("<|im_end|>")], true);
+        assert!(matches!(&pieces[..], [Piece::Text(_)]));
+        // ChatML templates serialise as before (cache keys unchanged).
+        let json = serde_json::to_string(&ChatTemplate::default()).unwrap();
+        assert_eq!(json, r#"{"default_system":null}"#);
     }
 
     #[test]

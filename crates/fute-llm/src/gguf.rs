@@ -1,12 +1,14 @@
-//! A local `.gguf` LLM on candle (`quantized_llama`), with its tokenizer and
-//! chat template built from the file's metadata.
+//! A local `.gguf` LLM on candle (llama or Gemma 3 architecture), with its
+//! tokenizer and chat template built from the file's metadata.
 
 use crate::backend::{
     log_softmax, AnswerScores, BackendIdentity, CandidateScore, GenerateOptions, Generation,
     LlmBackend, Perplexity, ScoreKind, ScoreQuery, TokenScore,
 };
-use crate::chat::{ChatMessage, ChatTemplate, Piece};
-use crate::llama::{DenseLlama, KvCache};
+use crate::chat::{ChatMessage, ChatTemplate};
+use crate::dense::{architecture, DenseModel, KvCache};
+use crate::tokenizer::{chat_template, meta};
+pub use crate::tokenizer::{chat_template_from_file, GgufTokenizer};
 use crate::{Error, Result};
 use candle_core::quantized::gguf_file;
 use candle_core::{Device, Tensor};
@@ -15,333 +17,20 @@ use sha2::{Digest, Sha256};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
-use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
-use tokenizers::models::bpe::BPE;
-use tokenizers::pre_tokenizers::byte_level::ByteLevel;
-use tokenizers::pre_tokenizers::digits::Digits;
-use tokenizers::pre_tokenizers::sequence::Sequence;
-use tokenizers::{AddedToken, Tokenizer};
 
-/// GGUF token type of control tokens (`<|im_start|>`, `<|endoftext|>`, ...).
-const TOKEN_TYPE_CONTROL: i32 = 3;
-
-/// The byte-level BPE tokenizer described by a GGUF file's metadata
-/// (`tokenizer.ggml.tokens`, `tokenizer.ggml.merges`, pre-tokenizer `smollm`:
-/// single digits, then the GPT-2 split), with control tokens recognised in text.
-pub struct GgufTokenizer {
-    inner: Tokenizer,
-    /// The same tokenizer with control-token strings read as plain text.
-    literal: Tokenizer,
-    fingerprint: String,
-    bos: Option<u32>,
-    eos: Option<u32>,
-    add_bos: bool,
-    control: Vec<u32>,
-    vocab_size: usize,
-}
-
-impl std::fmt::Debug for GgufTokenizer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GgufTokenizer")
-            .field("vocab_size", &self.vocab_size)
-            .field("bos", &self.bos)
-            .field("eos", &self.eos)
-            .finish()
-    }
-}
-
-fn meta<'a>(content: &'a gguf_file::Content, key: &str) -> Option<&'a gguf_file::Value> {
-    content.metadata.get(key)
-}
-
-fn meta_strings(content: &gguf_file::Content, key: &str) -> Result<Vec<String>> {
-    let value = meta(content, key)
-        .ok_or_else(|| Error::Tokenizer(format!("GGUF metadata lacks `{key}`")))?;
-    let items = value
-        .to_vec()
-        .map_err(|e| Error::Tokenizer(format!("`{key}`: {e}")))?;
-    items
-        .iter()
-        .map(|v| {
-            v.to_string()
-                .cloned()
-                .map_err(|e| Error::Tokenizer(format!("`{key}`: {e}")))
-        })
-        .collect()
-}
-
-impl GgufTokenizer {
-    /// Builds the tokenizer from GGUF metadata.
-    ///
-    /// # Errors
-    /// [`Error::Tokenizer`] when the metadata is missing or describes an
-    /// unsupported tokenizer (only `gpt2`-style BPE with the `smollm`,
-    /// `gpt2` or `default` pre-tokenizer is supported).
-    pub fn from_gguf(content: &gguf_file::Content) -> Result<Self> {
-        let model = meta(content, "tokenizer.ggml.model")
-            .and_then(|v| v.to_string().ok().cloned())
-            .unwrap_or_default();
-        if model != "gpt2" {
-            return Err(Error::Tokenizer(format!(
-                "tokenizer model `{model}` is not supported (byte-level BPE `gpt2` only)"
-            )));
-        }
-        let pre = meta(content, "tokenizer.ggml.pre")
-            .and_then(|v| v.to_string().ok().cloned())
-            .unwrap_or_else(|| "default".into());
-        let split_digits = match pre.as_str() {
-            "smollm" | "starcoder" | "refact" => true,
-            "gpt2" | "default" => false,
-            other => {
-                return Err(Error::Tokenizer(format!(
-                    "pre-tokenizer `{other}` is not supported (smollm, starcoder, gpt2)"
-                )))
-            }
-        };
-        let tokens = meta_strings(content, "tokenizer.ggml.tokens")?;
-        let merges = meta_strings(content, "tokenizer.ggml.merges")?;
-        let types: Vec<i32> = match meta(content, "tokenizer.ggml.token_type") {
-            Some(v) => v
-                .to_vec()
-                .map_err(|e| Error::Tokenizer(e.to_string()))?
-                .iter()
-                .map(|t| t.to_i32().unwrap_or(1))
-                .collect(),
-            None => vec![1; tokens.len()],
-        };
-        // A file whose tables disagree is refused here; indexing by them later
-        // would panic (found by the fuzz target gguf_metadata_values_never_panic).
-        if tokens.is_empty() {
-            return Err(Error::Tokenizer(
-                "tokenizer.ggml.tokens is empty: the file holds no vocabulary".into(),
-            ));
-        }
-        if types.len() != tokens.len() {
-            return Err(Error::Tokenizer(format!(
-                "tokenizer.ggml.token_type has {} entries for {} tokens in tokenizer.ggml.tokens",
-                types.len(),
-                tokens.len()
-            )));
-        }
-        let vocab: tokenizers::models::bpe::Vocab = tokens
-            .iter()
-            .enumerate()
-            .map(|(i, t)| (t.clone(), i as u32))
-            .collect();
-        let merges_text = merges;
-        let merges: Vec<(String, String)> = merges_text
-            .iter()
-            .map(|m| {
-                m.split_once(' ')
-                    .map(|(a, b)| (a.to_string(), b.to_string()))
-                    .ok_or_else(|| Error::Tokenizer(format!("bad merge `{m}`")))
-            })
-            .collect::<Result<_>>()?;
-        let bpe = BPE::builder()
-            .vocab_and_merges(vocab, merges)
-            .build()
-            .map_err(|e| Error::Tokenizer(e.to_string()))?;
-        let mut inner = Tokenizer::new(bpe);
-        let byte_level = ByteLevel::new(false, false, true);
-        if split_digits {
-            inner.with_pre_tokenizer(Some(Sequence::new(vec![
-                Digits::new(true).into(),
-                byte_level.into(),
-            ])));
-        } else {
-            inner.with_pre_tokenizer(Some(byte_level));
-        }
-        inner.with_decoder(Some(ByteLevelDecoder::default()));
-        let control: Vec<u32> = types
-            .iter()
-            .enumerate()
-            .filter(|(_, &t)| t == TOKEN_TYPE_CONTROL)
-            .map(|(i, _)| i as u32)
-            .collect();
-        let specials: Vec<AddedToken> = control
-            .iter()
-            .map(|&i| AddedToken::from(tokens[i as usize].clone(), true))
-            .collect();
-        inner
-            .add_special_tokens(specials)
-            .map_err(|e| Error::Tokenizer(e.to_string()))?;
-        let id = |key: &str| -> Result<Option<u32>> {
-            match meta(content, key).and_then(|v| v.to_u32().ok()) {
-                Some(i) if i as usize >= tokens.len() => Err(Error::Tokenizer(format!(
-                    "{key} is {i}, beyond the {} tokens of tokenizer.ggml.tokens",
-                    tokens.len()
-                ))),
-                other => Ok(other),
-            }
-        };
-        let add_bos = meta(content, "tokenizer.ggml.add_bos_token")
-            .and_then(|v| v.to_bool().ok())
-            .unwrap_or(false);
-        let mut literal = inner.clone();
-        literal.set_encode_special_tokens(true);
-        let mut h = Sha256::new();
-        for part in [&tokens, &merges_text] {
-            for t in part {
-                h.update(t.as_bytes());
-                h.update([0u8]);
-            }
-            h.update([1u8]);
-        }
-        h.update(format!("{pre}:{types:?}").as_bytes());
-        Ok(GgufTokenizer {
-            inner,
-            literal,
-            fingerprint: hex::encode(h.finalize()),
-            bos: id("tokenizer.ggml.bos_token_id")?,
-            eos: id("tokenizer.ggml.eos_token_id")?,
-            add_bos,
-            control,
-            vocab_size: tokens.len(),
-        })
-    }
-
-    /// Reads only the metadata of the `.gguf` file at `path` and builds its
-    /// tokenizer (e.g. to give an [`crate::HttpBackend`] exact verbaliser tokens).
-    ///
-    /// # Errors
-    /// [`Error::Model`] when the file is not GGUF, or as [`GgufTokenizer::from_gguf`].
-    pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
-        Self::from_gguf(&read_metadata(path.as_ref())?)
-    }
-
-    /// Token ids of `text` (control tokens such as `<|im_start|>` written in
-    /// the text become their ids, like llama.cpp with `special = true`; no BOS).
-    /// For template text only: user text goes through
-    /// [`GgufTokenizer::encode_literal`] or [`GgufTokenizer::encode_pieces`].
-    ///
-    /// # Errors
-    /// [`Error::Tokenizer`] on an encoding failure.
-    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
-        let encoding = self
-            .inner
-            .encode(text, false)
-            .map_err(|e| Error::Tokenizer(e.to_string()))?;
-        Ok(encoding.get_ids().to_vec())
-    }
-
-    /// Token ids of `text` read as plain text: a `<|im_end|>` in it is the
-    /// tokens of those characters, never the control token (llama.cpp with
-    /// `special = false`; no BOS).
-    ///
-    /// # Errors
-    /// [`Error::Tokenizer`] on an encoding failure.
-    pub fn encode_literal(&self, text: &str) -> Result<Vec<u32>> {
-        let encoding = self
-            .literal
-            .encode(text, false)
-            .map_err(|e| Error::Tokenizer(e.to_string()))?;
-        Ok(encoding.get_ids().to_vec())
-    }
-
-    /// Token ids of a rendered chat ([`ChatTemplate::render_pieces`]): each
-    /// control piece is its one control token, the text between two control
-    /// pieces is encoded literally as one string (so a chat without
-    /// control-token strings in its messages gets the ids of
-    /// [`GgufTokenizer::encode`] on the rendered text).
-    ///
-    /// # Errors
-    /// [`Error::Tokenizer`] when a control piece is not one control token of
-    /// this vocabulary, or on an encoding failure.
-    pub fn encode_pieces(&self, pieces: &[Piece]) -> Result<Vec<u32>> {
-        let mut ids = Vec::new();
-        let mut text = String::new();
-        for piece in pieces {
-            match piece {
-                Piece::Text(t) => text.push_str(t),
-                Piece::Control(c) => {
-                    ids.extend(self.encode_literal(&std::mem::take(&mut text))?);
-                    match self.encode(c)?[..] {
-                        [id] if self.is_control(id) => ids.push(id),
-                        _ => {
-                            return Err(Error::Tokenizer(format!(
-                                "the chat template's `{c}` is not a control token of this model"
-                            )))
-                        }
-                    }
-                }
-            }
-        }
-        ids.extend(self.encode_literal(&text)?);
-        Ok(ids)
-    }
-
-    /// sha256 of the vocabulary, merges, pre-tokenizer and token types: two
-    /// tokenizers with the same fingerprint give the same ids.
-    pub fn fingerprint(&self) -> &str {
-        &self.fingerprint
-    }
-
-    /// The text of `ids` (control tokens kept).
-    ///
-    /// # Errors
-    /// [`Error::Tokenizer`] on an unknown id.
-    pub fn decode(&self, ids: &[u32]) -> Result<String> {
-        self.inner
-            .decode(ids, false)
-            .map_err(|e| Error::Tokenizer(e.to_string()))
-    }
-
-    /// BOS token id, if the model has one.
-    pub fn bos(&self) -> Option<u32> {
-        self.bos
-    }
-
-    /// EOS token id, if the model has one.
-    pub fn eos(&self) -> Option<u32> {
-        self.eos
-    }
-
-    /// Whether the model asks for a BOS at the start of every prompt.
-    pub fn add_bos(&self) -> bool {
-        self.add_bos
-    }
-
-    /// Whether `id` is a control token.
-    pub fn is_control(&self, id: u32) -> bool {
-        self.control.binary_search(&id).is_ok()
-    }
-
-    /// Vocabulary size.
-    pub fn vocab_size(&self) -> usize {
-        self.vocab_size
-    }
-}
-
-fn read_metadata(path: &Path) -> Result<gguf_file::Content> {
-    let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    gguf_file::Content::read(&mut file).map_err(|e| Error::Model {
-        path: path.display().to_string(),
-        message: e.to_string(),
-    })
-}
-
-/// The chat template stored in the `.gguf` file at `path` (ChatML only; the
-/// default when the file has none).
-///
-/// # Errors
-/// [`Error::Model`] when the file is not GGUF; [`Error::Invalid`] when its
-/// template is not ChatML.
-pub fn chat_template_from_file(path: impl AsRef<Path>) -> Result<ChatTemplate> {
-    let content = read_metadata(path.as_ref())?;
-    match meta(&content, "tokenizer.chat_template").and_then(|v| v.to_string().ok()) {
-        Some(t) => ChatTemplate::from_jinja(t),
-        None => Ok(ChatTemplate::default()),
-    }
-}
-
-/// A `.gguf` llama-architecture model (e.g. SmolLM2-135M-Instruct) run on
-/// candle's CPU device. By default its weights are expanded to f32 once, into
-/// a [`DenseLlama`] that scores and generates through a [`KvCache`] (a prompt
+/// A `.gguf` model run on candle's CPU device: llama architecture (e.g.
+/// SmolLM2-135M-Instruct) or Gemma 3 (e.g. Gemma-3-270M). By default its
+/// weights are expanded to f32 once, into a [`DenseModel`] ([`crate::DenseLlama`]
+/// or [`crate::DenseGemma3`]) that scores and generates through a [`KvCache`] (a prompt
 /// sharing its start with the previous call runs only the part that differs)
 /// and scores a whole text in one pass for perplexity. With
 /// `dequantize: false` scoring and generation run candle's `quantized_llama`
 /// on the file's own quantization (the dense model is then built on first
-/// perplexity).
+/// perplexity; llama architecture only).
+///
+/// The chat template comes from the file; a file without one whose
+/// vocabulary has no ChatML markers is a base (completion) model, prompted
+/// with plain text ([`ChatTemplate::completion`]).
 pub struct GgufBackend {
     path: PathBuf,
     name: String,
@@ -351,7 +40,7 @@ pub struct GgufBackend {
     model: Mutex<Engine>,
     /// The weights in f32 (4 bytes per weight): built at load when
     /// dequantizing, else on first perplexity.
-    dense: OnceLock<DenseLlama>,
+    dense: OnceLock<DenseModel>,
     device: Device,
     stop_ids: Vec<u32>,
 }
@@ -393,6 +82,9 @@ impl Default for GgufOptions {
 /// Name of the packaged SmolLM2 GGUF inside asset `smollm2`.
 pub const SMOLLM2_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 
+/// Name of the packaged Gemma-3-270M GGUF inside asset `gemma3`.
+pub const GEMMA3_FILE: &str = fute_core::assets::GEMMA3_FILE;
+
 fn sha256_file(path: &Path) -> Result<String> {
     let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     let mut hasher = Sha256::new();
@@ -431,11 +123,8 @@ impl GgufBackend {
         let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
         let content = gguf_file::Content::read(&mut file).map_err(|e| model_err(e.to_string()))?;
         let tokenizer = GgufTokenizer::from_gguf(&content)?;
-        let template =
-            match meta(&content, "tokenizer.chat_template").and_then(|v| v.to_string().ok()) {
-                Some(t) => ChatTemplate::from_jinja(t)?,
-                None => ChatTemplate::default(),
-            };
+        let template = chat_template(&content, &tokenizer)?;
+        let arch = architecture(&content).map_err(|e| model_err(e.to_string()))?;
         let name = meta(&content, "general.name")
             .and_then(|v| v.to_string().ok().cloned())
             .unwrap_or_else(|| {
@@ -449,10 +138,16 @@ impl GgufBackend {
         // and perplexity (candle's quantized_llama would hold a second one).
         let model = if options.dequantize {
             let _ = dense.set(
-                DenseLlama::from_gguf(&content, &mut file, &device)
+                DenseModel::from_gguf(&content, &mut file, &device)
                     .map_err(|e| model_err(e.to_string()))?,
             );
             Engine::Dense(KvCache::default())
+        } else if arch != "llama" {
+            // candle's quantized_gemma3 (0.11.1) uses SiLU where Gemma 3 has
+            // GeLU-tanh, so only the dense pass runs other architectures.
+            return Err(model_err(format!(
+                "architecture `{arch}` runs only with its weights expanded to f32 (dequantize); the quantized path is llama-only"
+            )));
         } else {
             Engine::Quantized(Box::new(
                 ModelWeights::from_gguf(content, &mut file, &device)
@@ -465,7 +160,7 @@ impl GgufBackend {
             hash
         };
         let mut stop_ids: Vec<u32> = tokenizer.eos().into_iter().collect();
-        for special in ["<|im_end|>", "<|endoftext|>"] {
+        for special in ["<|im_end|>", "<|endoftext|>", "<end_of_turn>"] {
             if let Ok(ids) = tokenizer.encode(special) {
                 if let [id] = ids[..] {
                     if tokenizer.is_control(id) && !stop_ids.contains(&id) {
@@ -497,6 +192,20 @@ impl GgufBackend {
             .dir("smollm2")
             .map_err(|e| Error::Invalid(e.to_string()))?;
         Self::load(dir.join(SMOLLM2_FILE))
+    }
+
+    /// Loads the packaged Gemma-3-270M, a base model prompted
+    /// completion-style (asset `gemma3`, opt-in under the Gemma Terms of
+    /// Use: `fute assets fetch gemma3`).
+    ///
+    /// # Errors
+    /// When the asset is not fetched (the message names the fetch command),
+    /// or as [`GgufBackend::load`].
+    pub fn gemma3() -> Result<Self> {
+        let dir = fute_core::assets::Assets::from_env()
+            .dir("gemma3")
+            .map_err(|e| Error::Invalid(e.to_string()))?;
+        Self::load(dir.join(GEMMA3_FILE))
     }
 
     /// The model file.
@@ -574,7 +283,7 @@ impl GgufBackend {
     /// # Errors
     /// [`Error::Model`] when the file can no longer be read or has changed
     /// since load.
-    pub fn dense(&self) -> Result<&DenseLlama> {
+    pub fn dense(&self) -> Result<&DenseModel> {
         if let Some(dense) = self.dense.get() {
             return Ok(dense);
         }
@@ -588,7 +297,7 @@ impl GgufBackend {
         }
         let mut file = std::fs::File::open(&self.path).map_err(|e| Error::io(&self.path, e))?;
         let content = gguf_file::Content::read(&mut file).map_err(|e| model_err(e.to_string()))?;
-        let dense = DenseLlama::from_gguf(&content, &mut file, &self.device)
+        let dense = DenseModel::from_gguf(&content, &mut file, &self.device)
             .map_err(|e| model_err(e.to_string()))?;
         // A concurrent caller may have won the race; both built the same model.
         Ok(self.dense.get_or_init(|| dense))
@@ -858,7 +567,7 @@ impl GgufBackend {
     /// Perplexity of `ids` (all but the first scored) in one dense pass.
     fn perplexity_of_ids(&self, ids: &[u32]) -> Result<Perplexity> {
         let dense = self.dense()?;
-        let context = dense.config().context_length;
+        let context = dense.context_length();
         if ids.len() > context {
             return Err(Error::Invalid(format!(
                 "text is {} tokens, longer than the model's context of {context}",

@@ -2,8 +2,9 @@
 //!
 //! - [`LlmBackend`]: one trait for next-token scores at the first answer
 //!   position, greedy generation and perplexity, with two real backends:
-//!   [`GgufBackend`] (a local `.gguf` on candle, tokenizer and chat template
-//!   from the file's metadata) and [`HttpBackend`] (any OpenAI-compatible
+//!   [`GgufBackend`] (a local `.gguf` on candle — llama architecture such as
+//!   SmolLM2, or Gemma 3 — tokenizer and chat template from the file's
+//!   metadata; a base model without a template is prompted completion-style) and [`HttpBackend`] (any OpenAI-compatible
 //!   server: llama.cpp, vLLM, TGI, a hosted API).
 //! - [`PromptSet`]: prompts as data (templates with `{{text}}` /
 //!   `{{premise}}` / `{{hypothesis}}` slots, verbalisers per label, vanilla or
@@ -19,7 +20,9 @@
 pub mod backend;
 pub mod cache;
 pub mod chat;
+pub mod dense;
 mod error;
+pub mod gemma3;
 pub mod gguf;
 pub mod http;
 pub mod label;
@@ -27,7 +30,9 @@ pub mod llama;
 pub mod logits;
 pub mod mock;
 pub mod prompts;
+mod spm;
 pub mod surface;
+pub mod tokenizer;
 pub mod user_text;
 
 pub use backend::{
@@ -36,7 +41,9 @@ pub use backend::{
 };
 pub use cache::{default_cache_dir, CacheStats, CachedBackend, CallCache};
 pub use chat::{ChatMessage, ChatTemplate, Role};
+pub use dense::{DenseModel, KvCache};
 pub use error::{Error, Result};
+pub use gemma3::DenseGemma3;
 pub use gguf::{GgufBackend, GgufOptions, GgufTokenizer};
 pub use http::{Endpoint, HttpBackend, HttpConfig};
 pub use label::{label_distribution, unscored, LabelDistribution, LabelSettings, Unscored};

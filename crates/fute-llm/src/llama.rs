@@ -8,13 +8,14 @@
 //! previous one (same system message, instruction and template head) runs
 //! only the part that differs, and greedy steps run one token each.
 
+pub use crate::dense::KvCache;
+use crate::dense::{
+    attention, check_tokens, expect_shape, read_f32, read_shaped, rope_interleaved, rotary_tables,
+    split_heads, with_past, AttentionShape, Linear, RmsNorm,
+};
 use candle_core::quantized::gguf_file;
-use candle_core::{DType, Device, Result, Tensor, D};
+use candle_core::{Device, Result, Tensor};
 use std::io::{Read, Seek};
-
-/// Query rows per attention block: bounds the score matrix at
-/// `heads × ATTENTION_BLOCK × seq` floats for long sequences.
-const ATTENTION_BLOCK: usize = 512;
 
 /// Shape and numerics of a llama model, from the GGUF `llama.*` metadata.
 #[derive(Debug, Clone, PartialEq)]
@@ -97,35 +98,6 @@ impl LlamaConfig {
     }
 }
 
-/// RMSNorm with a learned per-channel scale.
-#[derive(Debug, Clone)]
-struct RmsNorm {
-    scale: Tensor,
-    eps: f64,
-}
-
-impl RmsNorm {
-    /// `x`: (seq, hidden).
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let inv_rms = (x.sqr()?.mean_keepdim(D::Minus1)? + self.eps)?
-            .sqrt()?
-            .recip()?;
-        x.broadcast_mul(&inv_rms)?.broadcast_mul(&self.scale)
-    }
-}
-
-/// A bias-free linear layer; `weight` is (out, in) as GGUF stores it.
-#[derive(Debug, Clone)]
-struct Linear {
-    weight: Tensor,
-}
-
-impl Linear {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        x.matmul(&self.weight.t()?)
-    }
-}
-
 /// One transformer block: pre-norm self-attention and pre-norm SwiGLU MLP,
 /// each added to the residual stream.
 #[derive(Debug, Clone)]
@@ -141,60 +113,6 @@ pub struct Block {
     down: Linear,
 }
 
-/// Keys and values of the positions run so far (per layer, `(kv_heads, len,
-/// head_dim)`, after rotary embedding), with the tokens they came from.
-#[derive(Debug, Clone, Default)]
-pub struct KvCache {
-    layers: Vec<(Tensor, Tensor)>,
-    tokens: Vec<u32>,
-}
-
-impl KvCache {
-    /// Positions held.
-    pub fn len(&self) -> usize {
-        self.tokens.len()
-    }
-
-    /// Whether no position is held.
-    pub fn is_empty(&self) -> bool {
-        self.tokens.is_empty()
-    }
-
-    /// The tokens whose keys and values are held.
-    pub fn tokens(&self) -> &[u32] {
-        &self.tokens
-    }
-
-    /// Keeps the first `len` positions (all when `len` ≥ [`KvCache::len`]).
-    ///
-    /// # Errors
-    /// On a tensor failure.
-    pub fn truncate(&mut self, len: usize) -> Result<()> {
-        if len >= self.tokens.len() {
-            return Ok(());
-        }
-        if len == 0 {
-            self.layers.clear();
-        } else {
-            for (k, v) in &mut self.layers {
-                *k = k.narrow(1, 0, len)?;
-                *v = v.narrow(1, 0, len)?;
-            }
-        }
-        self.tokens.truncate(len);
-        Ok(())
-    }
-
-    /// Length of the common start of the held tokens and `tokens`.
-    pub fn common_prefix(&self, tokens: &[u32]) -> usize {
-        self.tokens
-            .iter()
-            .zip(tokens)
-            .take_while(|(a, b)| a == b)
-            .count()
-    }
-}
-
 /// A llama decoder with every weight in f32, run a whole sequence at a time.
 #[derive(Debug, Clone)]
 pub struct DenseLlama {
@@ -207,27 +125,6 @@ pub struct DenseLlama {
     /// (context, head_dim / 2) rotary tables.
     cos: Tensor,
     sin: Tensor,
-}
-
-/// Reads tensor `name` and expands it to f32.
-fn read_f32<R: Read + Seek>(
-    content: &gguf_file::Content,
-    reader: &mut R,
-    device: &Device,
-    name: &str,
-) -> Result<Tensor> {
-    content
-        .tensor(reader, name, device)?
-        .dequantize(device)?
-        .to_dtype(DType::F32)
-}
-
-/// Fails unless `t` has shape `want`.
-fn expect_shape(t: Tensor, name: &str, want: &[usize]) -> Result<Tensor> {
-    if t.dims() != want {
-        candle_core::bail!("`{name}` has shape {:?}, want {want:?}", t.dims());
-    }
-    Ok(t)
 }
 
 impl DenseLlama {
@@ -258,9 +155,8 @@ impl DenseLlama {
                 scale,
                 eps: config.rms_eps,
             };
-            let mut read = |t: &str, want: &[usize]| -> Result<Tensor> {
-                expect_shape(read_f32(content, reader, device, &name(t))?, &name(t), want)
-            };
+            let mut read =
+                |t: &str, want: &[usize]| read_shaped(content, reader, device, &name(t), want);
             blocks.push(Block {
                 attn_norm: norm(read("attn_norm", &[hidden])?),
                 q: Linear {
@@ -285,9 +181,8 @@ impl DenseLlama {
                 },
             });
         }
-        let mut read = |name: &str, want: &[usize]| -> Result<Tensor> {
-            expect_shape(read_f32(content, reader, device, name)?, name, want)
-        };
+        let mut read =
+            |name: &str, want: &[usize]| read_shaped(content, reader, device, name, want);
         let final_norm = RmsNorm {
             scale: read("output_norm.weight", &[hidden])?,
             eps: config.rms_eps,
@@ -298,7 +193,13 @@ impl DenseLlama {
         } else {
             embedding.clone()
         };
-        let (cos, sin) = rotary_tables(&config, device)?;
+        let (cos, sin) = rotary_tables(
+            config.rope_base,
+            head_dim,
+            config.context_length,
+            1.0,
+            device,
+        )?;
         Ok(DenseLlama {
             config,
             embedding,
@@ -339,20 +240,12 @@ impl DenseLlama {
     /// token id is outside the vocabulary.
     pub fn extend(&self, cache: &mut KvCache, tokens: &[u32]) -> Result<Tensor> {
         let (start, seq) = (cache.len(), tokens.len());
-        if seq == 0 {
-            candle_core::bail!("no tokens");
-        }
-        if start + seq > self.config.context_length {
-            candle_core::bail!(
-                "{} tokens exceed the context length {}",
-                start + seq,
-                self.config.context_length
-            );
-        }
-        let vocab = self.embedding.dims()[0];
-        if let Some(bad) = tokens.iter().find(|&&t| t as usize >= vocab) {
-            candle_core::bail!("token id {bad} outside the vocabulary ({vocab})");
-        }
+        check_tokens(
+            tokens,
+            start,
+            self.config.context_length,
+            self.embedding.dims()[0],
+        )?;
         let ids = Tensor::new(tokens, self.embedding.device())?;
         let mut x = self.embedding.index_select(&ids, 0)?;
         let cos = self.cos.narrow(0, start, seq)?;
@@ -384,74 +277,6 @@ impl DenseLlama {
     pub fn forward(&self, tokens: &[u32]) -> Result<Tensor> {
         self.project(&self.hidden_states(tokens)?)
     }
-}
-
-/// cos/sin of `position × base^(-2i/head_dim)` for every position of the
-/// context, (context, head_dim / 2). Computed in f64 so long positions keep
-/// their angle.
-fn rotary_tables(config: &LlamaConfig, device: &Device) -> Result<(Tensor, Tensor)> {
-    let half = config.head_dim() / 2;
-    let inv_freq: Vec<f64> = (0..half)
-        .map(|i| {
-            config
-                .rope_base
-                .powf(-((2 * i) as f64) / config.head_dim() as f64)
-        })
-        .collect();
-    let n = config.context_length * half;
-    let (mut cos, mut sin) = (Vec::with_capacity(n), Vec::with_capacity(n));
-    for pos in 0..config.context_length {
-        for f in &inv_freq {
-            let angle = pos as f64 * f;
-            cos.push(angle.cos() as f32);
-            sin.push(angle.sin() as f32);
-        }
-    }
-    let shape = (config.context_length, half);
-    Ok((
-        Tensor::from_vec(cos, shape, device)?,
-        Tensor::from_vec(sin, shape, device)?,
-    ))
-}
-
-/// Rotates adjacent pairs `(x[2i], x[2i+1])` of every head by the position's
-/// angle (the "interleaved" form, matching GGUF's permuted q/k weights).
-/// `x`: (heads, seq, head_dim); `cos`, `sin`: (seq, head_dim / 2).
-fn rope_interleaved(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
-    let (heads, seq, dim) = x.dims3()?;
-    let pairs = x.reshape((heads, seq, dim / 2, 2))?;
-    let even = pairs.narrow(3, 0, 1)?;
-    let odd = pairs.narrow(3, 1, 1)?;
-    let cos = cos.unsqueeze(2)?;
-    let sin = sin.unsqueeze(2)?;
-    let new_even = (even.broadcast_mul(&cos)? - odd.broadcast_mul(&sin)?)?;
-    let new_odd = (even.broadcast_mul(&sin)? + odd.broadcast_mul(&cos)?)?;
-    Tensor::cat(&[new_even, new_odd], 3)?.reshape((heads, seq, dim))
-}
-
-/// Softmax over the last dimension (rows hold at least one finite value).
-fn softmax_last(x: &Tensor) -> Result<Tensor> {
-    let max = x.max_keepdim(D::Minus1)?;
-    let e = x.broadcast_sub(&max)?.exp()?;
-    e.broadcast_div(&e.sum_keepdim(D::Minus1)?)
-}
-
-/// Additive causal mask for query rows `start..start + rows` against keys
-/// `0..start + rows`: 0 where the key is not after the query, −∞ after.
-fn causal_mask(start: usize, rows: usize, device: &Device) -> Result<Tensor> {
-    let keys = start + rows;
-    let mask: Vec<f32> = (0..rows)
-        .flat_map(|i| {
-            (0..keys).map(move |j| {
-                if j > start + i {
-                    f32::NEG_INFINITY
-                } else {
-                    0.0
-                }
-            })
-        })
-        .collect();
-    Tensor::from_vec(mask, (rows, keys), device)
 }
 
 /// One layer's cached keys and values, `(kv_heads, len, head_dim)` each.
@@ -487,52 +312,20 @@ impl Block {
         sin: &Tensor,
         past: Option<&LayerKv>,
     ) -> Result<(Tensor, LayerKv)> {
-        let seq = h.dim(0)?;
-        let (n_heads, n_kv, head_dim) = (config.n_heads, config.n_kv_heads, config.head_dim());
-        let group = n_heads / n_kv;
-        // (seq, heads·dim) → (heads, seq, dim)
-        let heads =
-            |t: Tensor, n: usize| t.reshape((seq, n, head_dim))?.transpose(0, 1)?.contiguous();
-        let q = rope_interleaved(&heads(self.q.forward(h)?, n_heads)?, cos, sin)?;
-        let k = rope_interleaved(&heads(self.k.forward(h)?, n_kv)?, cos, sin)?;
-        let v = heads(self.v.forward(h)?, n_kv)?;
-        let (k, v, offset) = match past {
-            Some((pk, pv)) => (
-                Tensor::cat(&[pk, &k], 1)?,
-                Tensor::cat(&[pv, &v], 1)?,
-                pk.dim(1)?,
-            ),
-            None => (k, v, 0),
+        let shape = AttentionShape {
+            n_heads: config.n_heads,
+            n_kv_heads: config.n_kv_heads,
+            head_dim: config.head_dim(),
+            scale: 1.0 / (config.head_dim() as f64).sqrt(),
+            window: None,
+            softcap: None,
         };
-        let scale = 1.0 / (head_dim as f64).sqrt();
-        let mut outputs = Vec::with_capacity(seq.div_ceil(ATTENTION_BLOCK));
-        for block_start in (0..seq).step_by(ATTENTION_BLOCK) {
-            let rows = ATTENTION_BLOCK.min(seq - block_start);
-            // Absolute position of the block's first query.
-            let start = offset + block_start;
-            let keys = start + rows;
-            // Consecutive query heads share a KV head: fold each group into
-            // the row dimension so one batched matmul per KV head covers it.
-            let q_block = q.narrow(1, block_start, rows)?.contiguous()?.reshape((
-                n_kv,
-                group * rows,
-                head_dim,
-            ))?;
-            let k_block = k.narrow(1, 0, keys)?;
-            let v_block = v.narrow(1, 0, keys)?;
-            let scores = (q_block.matmul(&k_block.t()?)? * scale)?
-                .reshape((n_kv, group, rows, keys))?
-                .broadcast_add(&causal_mask(start, rows, h.device())?)?;
-            let probs = softmax_last(&scores)?.reshape((n_kv, group * rows, keys))?;
-            let out = probs
-                .matmul(&v_block.contiguous()?)?
-                .reshape((n_heads, rows, head_dim))?;
-            outputs.push(out);
-        }
-        let out = Tensor::cat(&outputs, 1)?
-            .transpose(0, 1)?
-            .contiguous()?
-            .reshape((seq, n_heads * head_dim))?;
+        let heads = |t: Tensor, n: usize| split_heads(&t, n, shape.head_dim);
+        let q = rope_interleaved(&heads(self.q.forward(h)?, shape.n_heads)?, cos, sin)?;
+        let k = rope_interleaved(&heads(self.k.forward(h)?, shape.n_kv_heads)?, cos, sin)?;
+        let v = heads(self.v.forward(h)?, shape.n_kv_heads)?;
+        let (k, v, offset) = with_past(k, v, past)?;
+        let out = attention(&q, &k, &v, offset, &shape)?;
         Ok((self.out.forward(&out)?, (k, v)))
     }
 }

@@ -101,6 +101,7 @@ fn every_answer_shaping_setting_is_in_the_key_and_nothing_else() {
             HttpConfig {
                 template: ChatTemplate {
                     default_system: Some("Be brief.".into()),
+                    ..ChatTemplate::default()
                 },
                 ..base(a.url())
             },

@@ -362,7 +362,7 @@ fn quantized_backend_builds_the_same_dense_model_on_first_use() {
 #[test]
 fn perplexity_refuses_texts_longer_than_the_context() {
     let Some(model) = smollm2() else { return };
-    let context = model.dense().unwrap().config().context_length;
+    let context = model.dense().unwrap().context_length();
     let text = " a".repeat(context + 10);
     let err = model.perplexity(&text, false).unwrap_err().to_string();
     assert!(err.contains("longer than the model's context"), "{err}");

@@ -19,6 +19,26 @@ pub enum BackendArg {
     Http,
 }
 
+/// The packaged LLMs (assets).
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PackagedLlm {
+    /// SmolLM2-135M-Instruct (asset `smollm2`), a chat model.
+    Smollm2,
+    /// Gemma-3-270M (asset `gemma3`, opt-in, Gemma Terms of Use), a base model
+    /// prompted completion-style.
+    Gemma3,
+}
+
+impl PackagedLlm {
+    /// Asset name and the GGUF file inside it.
+    fn asset(self) -> (&'static str, &'static str) {
+        match self {
+            PackagedLlm::Smollm2 => ("smollm2", fute_llm::gguf::SMOLLM2_FILE),
+            PackagedLlm::Gemma3 => ("gemma3", fute_llm::gguf::GEMMA3_FILE),
+        }
+    }
+}
+
 /// Which logits label scores are read from.
 #[derive(Clone, Copy, ValueEnum)]
 pub enum ProcessingArg {
@@ -34,8 +54,12 @@ pub struct LlmArgs {
     /// Where the LLM runs.
     #[arg(long, value_enum, default_value_t = BackendArg::Gguf)]
     pub backend: BackendArg,
-    /// The .gguf file (gguf backend) [default: asset smollm2's file].
-    #[arg(long)]
+    /// Which packaged LLM the gguf backend runs: smollm2 (chat) or gemma3 (base
+    /// model, completion-style prompts; `fute assets fetch gemma3` first).
+    #[arg(long, value_enum, default_value_t = PackagedLlm::Smollm2)]
+    pub llm: PackagedLlm,
+    /// A .gguf file to run instead of a packaged LLM (gguf backend).
+    #[arg(long, conflicts_with = "llm")]
     pub gguf: Option<PathBuf>,
     /// Keep the file's quantized weights (llama.cpp's arithmetic; ~10× slower on CPU for Q4_1).
     #[arg(long)]
@@ -79,15 +103,17 @@ impl LlmArgs {
             BackendArg::Gguf => {
                 let path = match &self.gguf {
                     Some(p) => p.clone(),
-                    None => ctx
-                        .assets
-                        .dir("smollm2")
-                        .map_err(|e| {
-                            super::user(format!(
-                                "{e}\nfetch the packaged LLM with `fute assets fetch smollm2`, or give --gguf FILE"
-                            ))
-                        })?
-                        .join(fute_llm::gguf::SMOLLM2_FILE),
+                    None => {
+                        let (asset, file) = self.llm.asset();
+                        ctx.assets
+                            .dir(asset)
+                            .map_err(|e| {
+                                super::user(format!(
+                                    "{e}\nfetch the packaged LLM with `fute assets fetch {asset}`, or give --gguf FILE"
+                                ))
+                            })?
+                            .join(file)
+                    }
                 };
                 let pb = super::spinner(format!("loading {}", path.display()));
                 let b = GgufBackend::load_with(
