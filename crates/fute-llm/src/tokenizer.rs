@@ -295,6 +295,17 @@ impl GgufTokenizer {
         }
     }
 
+    /// The `tokenizers` tokenizer of [`GgufTokenizer::encode_literal`] for a
+    /// byte-level BPE vocabulary (control strings in text read as plain text),
+    /// e.g. to save as the `tokenizer.json` of a model converted from this
+    /// GGUF file; `None` for a SentencePiece vocabulary, which has no such form.
+    pub fn literal_tokenizer(&self) -> Option<&Tokenizer> {
+        match &self.kind {
+            Kind::Bpe { literal, .. } => Some(literal),
+            Kind::Spm(_) => None,
+        }
+    }
+
     /// Token ids of a rendered chat ([`ChatTemplate::render_pieces`]): each
     /// control piece is its one control token, the text between two control
     /// pieces is encoded literally as one string (so a chat without

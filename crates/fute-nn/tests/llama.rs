@@ -415,3 +415,52 @@ fn damaged_gguf_files_are_errors_not_panics() {
         }
     }
 }
+
+#[test]
+fn merged_lora_computes_what_the_adapted_model_did() {
+    use fute_nn::peft::LoraConfig;
+    let m = LlamaTaskModel::from_folder(
+        &fixture().join("model"),
+        HeadSpec::Classification { num_labels: 3 },
+        &opts(DType::F64),
+    )
+    .unwrap();
+    let lora = PeftConfig::Lora(LoraConfig::default());
+    let adapted = Peft::adapt(m, &lora, 2).unwrap();
+    // B = 0 at the start: give every adapter a non-zero update, as training would.
+    for name in adapted.peft.own_names() {
+        if name.ends_with("lora_B") {
+            let v = adapted.parameter(name).unwrap();
+            let (o, r) = v.dims2().unwrap();
+            v.set(&Tensor::randn(0f64, 0.5, (o, r), &Device::Cpu).unwrap())
+                .unwrap();
+        }
+    }
+    let x = pair_input();
+    let want = adapted.forward(&x, &Mode::eval()).unwrap();
+    adapted.peft.merge_into(&adapted.model).unwrap();
+    let got = adapted.model.forward(&x, &Mode::eval()).unwrap();
+    let e = common::rel_err(got.logits().unwrap(), want.logits().unwrap());
+    assert!(e < 1e-12, "merged vs adapted logits {e:.1e}");
+    assert!(adapted
+        .model
+        .named_parameters()
+        .iter()
+        .all(|(n, _)| !n.contains("lora")));
+    let plain = LlamaTaskModel::from_folder(
+        &fixture().join("model"),
+        HeadSpec::Classification { num_labels: 3 },
+        &opts(DType::F64),
+    )
+    .unwrap();
+    assert_eq!(
+        plain.named_parameters().len(),
+        adapted.model.named_parameters().len()
+    );
+    let Err(e) = Peft::adapt(plain, &PeftConfig::Prefix(Default::default()), 1)
+        .and_then(|p| p.peft.merge_into(&p.model))
+    else {
+        panic!("a prefix was merged into weights");
+    };
+    assert!(e.to_string().contains("cannot be merged"), "{e}");
+}

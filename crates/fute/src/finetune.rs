@@ -1,5 +1,7 @@
-//! Fine-tuning a Hugging Face BERT folder on a [`Dataset`] and predicting with
-//! the result: the glue between `fute-core` datasets and `fute-nn` training.
+//! Fine-tuning a Hugging Face model folder (any architecture of
+//! [`fute_nn::models`]; a Llama-family GGUF file goes through [`gguf_base`]
+//! first) on a [`Dataset`] and predicting with the result: the glue between
+//! `fute-core` datasets and `fute-nn` training.
 //!
 //! * [`finetune`]: dataset + base folder → tokenised examples (single text,
 //!   pair, or QA with the question capped and the context truncated) →
@@ -10,7 +12,8 @@
 //!   only for the same label names, its rows matched by name ([`labels`]).
 //!   Training state is checkpointed beside `out` (see [`state_dir_for`]) so a
 //!   rerun with the same options resumes an interrupted run; it is removed once
-//!   the model is saved.
+//!   the model is saved. Every weight is trained, or with [`Tuning::Lora`]
+//!   only LoRA adapters and the head, merged into the weights before saving.
 //! * [`predict`]: a saved task folder on a dataset split → metrics (accuracy,
 //!   macro-F1, MCC; Pearson, Spearman, MSE; SQuAD EM and F1) and one JSON record
 //!   per example; outputs are read as the dataset's labels by name.
@@ -19,6 +22,7 @@
 //! length beyond the model's positions, empty split) are
 //! [`fute_core::Error::Invalid`], so the CLI reports them with exit code 1.
 
+pub mod gguf_base;
 pub mod labels;
 mod prediction;
 
@@ -28,6 +32,7 @@ use anyhow::{Context as _, Result};
 use fute_core::dataset::{Dataset, Example, Input, Split, Target, TaskSchema};
 use fute_nn::checkpoint::SaveOptions;
 use fute_nn::params::Checkpoint;
+use fute_nn::peft::{LoraConfig, Peft, PeftConfig};
 use fute_nn::train::{self, answer_positions, TrainConfig, TrainExample, TrainReport, TrainTarget};
 use fute_nn::{
     models, BuildOptions, Encoding, HeadSpec, TaskModel, TextInput, TextTokenizer, Truncation,
@@ -54,6 +59,34 @@ pub const MODEL_FILES: [(&str, &str); 3] = [
     ("model.safetensors", "weights"),
     ("tokenizer.json", "tokenizer"),
 ];
+
+/// Which weights fine-tuning changes.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "lowercase", tag = "method")]
+pub enum Tuning {
+    /// Every parameter.
+    Full,
+    /// LoRA adapters (Hu et al. 2021) on the architecture's default targets
+    /// plus the task head; the backbone stays frozen. The trained adapters are
+    /// merged into the weights before saving, so the saved folder is a plain
+    /// task model.
+    Lora {
+        /// Rank `r`.
+        rank: usize,
+        /// Scale numerator (`alpha / r`).
+        alpha: f64,
+    },
+}
+
+impl Tuning {
+    /// LoRA with rank 8 and alpha 16 (HF peft's usual setting).
+    pub fn lora() -> Self {
+        Self::Lora {
+            rank: 8,
+            alpha: 16.0,
+        }
+    }
+}
 
 /// Options of [`finetune`] (defaults as `fute train`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -91,6 +124,8 @@ pub struct FinetuneOptions {
     /// [`fute_nn::BuildOptions::fresh_head`]). `false` reuses a head trained on
     /// the same labels.
     pub fresh_head: bool,
+    /// Full fine-tuning or LoRA.
+    pub tuning: Tuning,
 }
 
 impl Default for FinetuneOptions {
@@ -111,6 +146,7 @@ impl Default for FinetuneOptions {
             checkpoint_every: None,
             max_question_len: fute_nn::tokenize::DEFAULT_MAX_QUESTION_LEN,
             fresh_head: false,
+            tuning: Tuning::Full,
         }
     }
 }
@@ -416,7 +452,29 @@ pub fn finetune(
         ..Default::default()
     };
     let dev_ref = (!dev_set.is_empty()).then_some(dev_set.as_slice());
-    let report = train::train(&model, &train_set, dev_ref, tok.pad_id(), &cfg, on_event)?;
+    let (model, report) = match &opts.tuning {
+        Tuning::Full => {
+            let r = train::train(&model, &train_set, dev_ref, tok.pad_id(), &cfg, on_event)?;
+            (model, r)
+        }
+        Tuning::Lora { rank, alpha } => {
+            let lora = PeftConfig::Lora(LoraConfig {
+                rank: *rank,
+                alpha: *alpha,
+                targets: Vec::new(),
+            });
+            let adapted = Peft::adapt(model, &lora, opts.seed)?;
+            let cfg = TrainConfig {
+                trainable: Some(adapted.peft.trainable_names(&adapted)),
+                ..cfg
+            };
+            let r = train::train(&adapted, &train_set, dev_ref, tok.pad_id(), &cfg, on_event)?;
+            if !r.interrupted {
+                adapted.peft.merge_into(&adapted.model)?;
+            }
+            (adapted.model, r)
+        }
+    };
     let mut saved = None;
     if !report.interrupted {
         let save = SaveOptions {

@@ -1,4 +1,5 @@
-//! `fute train`: fine-tune a model of any registered architecture on a dataset.
+//! `fute train`: fine-tune a model of any registered architecture (or a
+//! Llama-family GGUF such as the packaged SmolLM2) on a dataset.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -6,20 +7,24 @@ use std::time::Instant;
 use super::{print_json, user};
 use crate::Context;
 use clap::Args;
-use fute::finetune::{finetune, state_dir_for, Control, Event, FinetuneOptions};
+use fute::finetune::{finetune, state_dir_for, Control, Event, FinetuneOptions, Tuning};
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// Arguments of `fute train`.
 #[derive(Args)]
 #[command(after_help = "Examples:\n  \
         fute train --base minilm --dataset imdb --out runs/imdb-minilm --limit 2000 --epochs 1 --batch 16 --lr 5e-5\n  \
-        fute train --base ./my-bert --dataset my-qa --out qa-model --max-len 256 --patience 2\n\n\
+        fute train --base ./my-bert --dataset my-qa --out qa-model --max-len 256 --patience 2\n  \
+        fute train --base smollm2 --dataset imdb --out runs/imdb-smollm2 --limit 2000 --epochs 1 --batch 8\n\n\
         The model is saved as a Hugging Face folder (config.json with id2label/label2id/problem_type, \
-        model.safetensors, tokenizer files) that `transformers` loads as BertForSequenceClassification \
-        or BertForQuestionAnswering. Training state is checkpointed every epoch in a hidden folder \
+        model.safetensors, tokenizer files) that `transformers` loads as its architecture's \
+        …ForSequenceClassification or …ForQuestionAnswering. A GGUF base (the `smollm2` asset, or a \
+        Llama-family .gguf file) is converted once into a Hugging Face folder under .fute/bases/ \
+        (weights dequantised to f32, the GGUF's own tokenizer) and trained with LoRA unless \
+        --method full is given; the adapters are merged into the saved weights. Training state is checkpointed every epoch in a hidden folder \
         beside --out: rerun the same command after an interruption to resume.")]
 pub struct TrainArgs {
-    /// Base model: a Hugging Face folder (config.json, model.safetensors, tokenizer.json) or a fetched asset name (e.g. minilm).
+    /// Base model: a Hugging Face folder (config.json, model.safetensors, tokenizer.json), a Llama-family .gguf file, or a fetched asset name (e.g. minilm, smollm2).
     #[arg(long, value_name = "DIR|ASSET")]
     pub base: String,
     /// Dataset to train on (its train split; dev split for evaluation). See `fute data list`.
@@ -31,9 +36,13 @@ pub struct TrainArgs {
     /// Passes over the training data.
     #[arg(long, default_value_t = 3)]
     pub epochs: usize,
-    /// Peak learning rate (AdamW).
-    #[arg(long, default_value_t = 2e-5)]
-    pub lr: f64,
+    /// Peak learning rate (AdamW) [default: 2e-5 with --method full, 2e-4 with lora].
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// What to train: `full` (every weight) or `lora` (rank-8 adapters and the head; merged into
+    /// the weights when saved) [default: lora for a GGUF base, full otherwise].
+    #[arg(long, value_name = "full|lora")]
+    pub method: Option<String>,
     /// Examples per batch.
     #[arg(long, default_value_t = 32)]
     pub batch: usize,
@@ -101,10 +110,36 @@ pub fn run(ctx: &Context, a: TrainArgs) -> anyhow::Result<()> {
         return Err(user("--warmup is a fraction in [0, 1)"));
     }
     let base = resolve_model(ctx, &a.base)?;
+    let gguf = fute::finetune::gguf_base::gguf_file_of(&base)?;
+    let tuning = match (a.method.as_deref(), &gguf) {
+        (Some("full"), _) | (None, None) => Tuning::Full,
+        (Some("lora"), _) | (None, Some(_)) => Tuning::lora(),
+        (Some(other), _) => {
+            return Err(user(format!("--method `{other}`: use full or lora")));
+        }
+    };
+    let lr = a.lr.unwrap_or(match tuning {
+        Tuning::Full => 2e-5,
+        Tuning::Lora { .. } => 2e-4,
+    });
     let dataset = ctx.workspace.load_dataset(&a.dataset)?;
+    let base = match &gguf {
+        Some(file) => fute::finetune::gguf_base::prepare(
+            file,
+            &ctx.workspace.state_dir().join("bases"),
+            &mut |dir| {
+                eprintln!(
+                    "converting {} to a Hugging Face folder in {} (once)",
+                    file.display(),
+                    dir.display()
+                )
+            },
+        )?,
+        None => base,
+    };
     let opts = FinetuneOptions {
         epochs: a.epochs,
-        lr: a.lr,
+        lr,
         batch_size: a.batch,
         max_len: a.max_len,
         seed: a.seed,
@@ -118,6 +153,7 @@ pub fn run(ctx: &Context, a: TrainArgs) -> anyhow::Result<()> {
         checkpoint_every: a.checkpoint_every,
         fresh_head: false,
         max_question_len: a.max_question_len,
+        tuning,
     };
     let started = Instant::now();
     let pb = ProgressBar::new(0);

@@ -5,7 +5,8 @@ use candle_core::Tensor;
 use std::collections::BTreeMap;
 
 use crate::hooks::LinearHook;
-use crate::Result;
+use crate::task::TaskModel;
+use crate::{Error, Result};
 
 /// One adapter pair on one linear map.
 #[derive(Debug, Clone)]
@@ -39,5 +40,41 @@ impl LinearHook for LoraAdapters {
         let mut out_dims = dims;
         *out_dims.last_mut().expect("rank >= 1") = p.b.dim(0)?;
         Ok(Some(up.reshape(out_dims)?))
+    }
+}
+
+impl super::Peft {
+    /// Folds trained LoRA adapters into `model`'s own weights
+    /// (`W ← W + (alpha/r)·B·A` for every adapted linear) and removes the
+    /// adapter parameters from its `VarMap`, so `model` alone computes what the
+    /// adapted model did and saves as a plain task model (transformers loads it
+    /// without PEFT). BitFit has nothing to fold (it trains the model's own
+    /// biases). Prefix and prompt tuning change the input, not a weight, and
+    /// cannot be folded: an error.
+    pub fn merge_into(&self, model: &dyn TaskModel) -> Result<()> {
+        match &self.modules {
+            super::Modules::BitFit => return Ok(()),
+            super::Modules::Lora(l) => {
+                for (name, p) in &l.pairs {
+                    let w = format!("{name}.weight");
+                    let var = model.parameter(&w).ok_or_else(|| {
+                        Error::Bug(format!("LoRA adapts `{name}`, which has no weight"))
+                    })?;
+                    let delta = (p.b.matmul(&p.a)? * l.scale)?.to_dtype(var.dtype())?;
+                    var.set(&(var.as_tensor() + delta)?)?;
+                }
+            }
+            _ => {
+                return Err(Error::BadInput(format!(
+                    "{} adds to the input, not to a weight: it cannot be merged into the model",
+                    self.config.name()
+                )))
+            }
+        }
+        let mut data = model.varmap().data().lock().expect("VarMap lock poisoned");
+        for n in self.own_names() {
+            data.remove(n);
+        }
+        Ok(())
     }
 }

@@ -236,6 +236,7 @@ pub fn run_job(
         checkpoint_every: None,
         max_question_len: fute_nn::tokenize::DEFAULT_MAX_QUESTION_LEN,
         fresh_head: true,
+        tuning: finetune::Tuning::Full,
     };
     let started = Instant::now();
     let report = finetune::finetune(&dataset, &start_dir, &out, &opts, on_event)?;

@@ -101,6 +101,61 @@ fn metadata_f64(v: &Value) -> Option<f64> {
 /// malformed key, rotary scaling, or a tensor a Llama of that configuration has
 /// no place for (or lacks).
 pub fn read(path: &Path) -> Result<(LlamaConfig, Checkpoint)> {
+    let (config, tensors) = read_tensors(path)?;
+    Ok((config, Checkpoint::from_tensors(path, tensors)))
+}
+
+/// Writes the Llama GGUF file `gguf` as a Hugging Face base-model folder `dir`
+/// (`config.json` of a `LlamaModel`, `model.safetensors` in f32 under `model.…`
+/// names), replacing `dir` atomically; returns the configuration. transformers
+/// loads the folder with `LlamaModel` / `LlamaForSequenceClassification`, and
+/// [`crate::models::load`] with any head. (No tokenizer: the caller writes one.)
+///
+/// # Errors
+/// As [`read`], and I/O errors naming the file.
+pub fn save_hf_base(gguf: &Path, dir: &Path) -> Result<LlamaConfig> {
+    let (config, tensors) = read_tensors(gguf)?;
+    let mut cfg = serde_json::to_value(&config).map_err(|e| Error::Bug(format!("config: {e}")))?;
+    let obj = cfg
+        .as_object_mut()
+        .ok_or_else(|| Error::Bug("a Llama config is not a JSON object".into()))?;
+    obj.insert("model_type".into(), serde_json::json!("llama"));
+    obj.insert("architectures".into(), serde_json::json!(["LlamaModel"]));
+    let parent = match dir.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&parent).map_err(|e| Error::io("creating", &parent, e))?;
+    let name = dir
+        .file_name()
+        .map_or_else(|| "model".into(), |n| n.to_string_lossy().into_owned());
+    let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
+    let write = || -> Result<()> {
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir(&tmp).map_err(|e| Error::io("creating", &tmp, e))?;
+        let path = tmp.join("config.json");
+        let text = serde_json::to_string_pretty(&cfg).expect("JSON value serialises") + "\n";
+        std::fs::write(&path, text).map_err(|e| Error::io("writing", &path, e))?;
+        let path = tmp.join("model.safetensors");
+        let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
+        // In memory then `fs::write`, as crate::checkpoint: the file gets the umask's mode.
+        let bytes = safetensors::tensor::serialize(tensors.iter(), Some(metadata))
+            .map_err(|e| Error::io("writing", &path, std::io::Error::other(e.to_string())))?;
+        std::fs::write(&path, bytes).map_err(|e| Error::io("writing", &path, e))?;
+        if dir.exists() {
+            std::fs::remove_dir_all(dir).map_err(|e| Error::io("replacing", dir, e))?;
+        }
+        std::fs::rename(&tmp, dir).map_err(|e| Error::io("renaming into place", dir, e))
+    };
+    let result = write();
+    if result.is_err() {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    result.map(|()| config)
+}
+
+/// [`read`]'s configuration and tensors, by HF name.
+fn read_tensors(path: &Path) -> Result<(LlamaConfig, HashMap<String, Tensor>)> {
     if !path.is_file() {
         return Err(Error::MissingFile {
             path: path.to_path_buf(),
@@ -231,5 +286,5 @@ pub fn read(path: &Path) -> Result<(LlamaConfig, Checkpoint)> {
         }
         tensors.insert(hf, t);
     }
-    Ok((config, Checkpoint::from_tensors(path, tensors)))
+    Ok((config, tensors))
 }
