@@ -4,12 +4,16 @@
 Started by `fute bench --peer PYTHON` (embedded in the fute binary; this file is the
 source). Protocol: prints one JSON line {"torch", "transformers", "threads"} once the
 model loads, then reads one JSON request per line from stdin,
-{"workload": {...}, "ids": [[...], ...]}, runs the workload's warm-up untimed and its
+{"workload": {...}, "ids": [[...], ...], "model": null | "DIR"}, runs the workload's warm-up untimed and its
 timed part, and answers {"seconds", "examples", "peak_rss_mib"} (or {"error"}).
 {"quit": true} or end of input stops it.
 
 Pinned versions: scripts/bench/requirements.txt. Everything runs on the CPU with
 `torch.set_num_threads(--threads)`; no network (HF offline mode).
+A request naming a "model" folder (an arch row of `fute bench`: any architecture fute
+registers, saved by fute as config.json + model.safetensors with its sequence head) runs
+on that folder through AutoModelForSequenceClassification, without segment ids, instead
+of the MiniLM folder given at start.
 """
 
 import argparse
@@ -24,7 +28,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
 import transformers  # noqa: E402
-from transformers import BertForSequenceClassification  # noqa: E402
+from transformers import AutoModelForSequenceClassification, BertForSequenceClassification  # noqa: E402,E501
 
 transformers.logging.set_verbosity_error()
 transformers.logging.disable_progress_bar()
@@ -47,9 +51,25 @@ def peak_mib():
     return None
 
 
-def load(model_dir):
-    m = BertForSequenceClassification.from_pretrained(model_dir, num_labels=2)
-    return m
+def load(model_dir, arch=False):
+    if arch:
+        # fute saved the folder with its 2-label head: load it as it is.
+        return AutoModelForSequenceClassification.from_pretrained(model_dir)
+    return BertForSequenceClassification.from_pretrained(model_dir, num_labels=2)
+
+
+def encoder(model):
+    """The encoder/decoder without the head (`model.bert` for BERT)."""
+    return model.base_model
+
+
+def inputs(model, ids):
+    """Model keyword arguments: segment ids only for BERT (GPT-2 would embed them)."""
+    x, mask, types = tensors(ids)
+    kw = {"input_ids": x, "attention_mask": mask}
+    if model.config.model_type == "bert":
+        kw["token_type_ids"] = types
+    return kw
 
 
 def tensors(ids):
@@ -107,11 +127,11 @@ def step_fn(kind, model):
     opt = torch.optim.AdamW(params, lr=2e-5, weight_decay=0.01)
 
     def step(ids):
-        x, mask, types = tensors(ids)
         y = labels(len(ids))
         if prompt is None:
-            out = model(input_ids=x, attention_mask=mask, token_type_ids=types, labels=y)
+            out = model(**inputs(model, ids), labels=y)
         else:
+            x = tensors(ids)[0]
             words = model.bert.embeddings.word_embeddings(x)
             b = x.shape[0]
             emb = torch.cat([prompt.unsqueeze(0).expand(b, -1, -1), words], 1)
@@ -132,17 +152,16 @@ def step_fn(kind, model):
 def fisher(model, kind, batch, ids):
     """Diagonal empirical Fisher over all encoder parameters (gold labels)."""
     model.eval()
-    params = [p for p in model.bert.parameters()]
+    params = [p for p in encoder(model).parameters()]
     acc = [torch.zeros_like(p) for p in params]
     loss_fn = torch.nn.CrossEntropyLoss()
     n = len(ids)
     b = 1 if kind == "fisher-per-example" else batch
     for s in range(0, n, b):
         chunk = ids[s:s + b]
-        x, mask, types = tensors(chunk)
         y = torch.tensor([(s + i) % 2 for i in range(len(chunk))], dtype=torch.long)
         model.zero_grad(set_to_none=True)
-        loss = loss_fn(model(input_ids=x, attention_mask=mask, token_type_ids=types).logits, y)
+        loss = loss_fn(model(**inputs(model, chunk)).logits, y)
         if kind == "fisher-square-of-mean":
             (loss * len(chunk) / n).backward()
             for a, p in zip(acc, params):
@@ -165,11 +184,11 @@ def textemb(model, ids):
         return ((h * m).sum(1) / m.sum(1)).tolist()
 
 
-def run(model_dir, w, ids):
+def run(model_dir, w, ids, arch=False):
     kind, batch, units, warmup = w["kind"], w["batch"], w["units"], w["warmup"]
     pick = lambda i, b: [ids[(i * b + k) % len(ids)] for k in range(b)]  # noqa: E731
     if kind == "train" or kind.startswith("peft-"):
-        step = step_fn(kind, load(model_dir))
+        step = step_fn(kind, load(model_dir, arch))
         for i in range(warmup):
             step(pick(i, batch))
         reset_peak()
@@ -179,7 +198,7 @@ def run(model_dir, w, ids):
         seconds = time.perf_counter() - t
         examples = units * batch
     elif kind.startswith("fisher-"):
-        model = load(model_dir)
+        model = load(model_dir, arch)
         sample = [ids[i % len(ids)] for i in range(units + warmup)]
         if warmup:
             fisher(model, kind, batch, sample[units:])
@@ -222,7 +241,8 @@ def main():
         if req.get("quit"):
             break
         try:
-            ans = run(a.model, req["workload"], req["ids"])
+            arch = req.get("model")
+            ans = run(arch or a.model, req["workload"], req["ids"], arch is not None)
         except Exception as e:  # report, keep serving the next rows
             ans = {"error": f"{type(e).__name__}: {e}"}
         print(json.dumps(ans), flush=True)

@@ -22,6 +22,10 @@ fute, then the peer, on the same token ids):
   textemb-b32                eval forward + masked mean pooling, 3 batches of 32
   llm-labels, llm-perplexity SmolLM2, 13 sentiment prompts x --llm-inputs reviews (48 words each);
                              chain-of-thought round 1 capped at 24 tokens
+Arch rows (opt-in: --arch-rows, or --only arch / --only ID; one folder per architecture, config.json + model.safetensors written by fute to a temp folder, which fute and the peer both load; seeded random token ids, B=8, T=128, 2 labels):
+  arch-ARCH-train-b8              full fine-tuning step, 2 steps after 1 warm-up
+  arch-ARCH-fisher-per-batch-b8   per-batch Fisher, all encoder/decoder parameters, 16 examples
+  ARCH: roberta, distilbert, gpt2 (randomly initialised, seed 12, at the roberta-base, distilbert-base-uncased and gpt2 (small) shapes: no weights are packaged), llama (the packaged SmolLM2-135M GGUF, dequantised to f32). With --peer they take about 15-20 minutes on 2 cores.
 Before each timed run the machine's load is sampled from /proc/stat; it is recorded with \
 the row (other processes' CPU before and during), so figures from a busy machine say so.
 With --peer and --llm-server, the default rows take about 4-6 minutes on 2 cores.
@@ -29,6 +33,7 @@ With --peer and --llm-server, the default rows take about 4-6 minutes on 2 cores
 Examples:
   fute bench --peer /path/to/venv/bin/python --llm-server http://127.0.0.1:8765 --json-out bench.json
   fute bench --only train-b8,peft-prompt-b8 --peer python3
+  fute bench --only arch --peer /path/to/venv/bin/python --json-out arch.json
   fute bench --from-json bench.json --markdown     # the README table from a saved run")]
 pub struct BenchArgs {
     /// Python with torch + transformers to run the same workloads as the peer.
@@ -49,6 +54,13 @@ pub struct BenchArgs {
     /// BERT folder to run instead of the packaged MiniLM.
     #[arg(long, value_name = "DIR")]
     model: Option<PathBuf>,
+    /// Also run the arch rows (per architecture; see below), after the default rows.
+    #[arg(long)]
+    arch_rows: bool,
+    /// Model folder for the arch rows of one architecture instead of the
+    /// base-size one fute writes (repeatable), e.g. `gpt2=/models/tiny-gpt2`.
+    #[arg(long, value_name = "ARCH=DIR", value_parser = parse_arch_model)]
+    arch_model: Vec<(String, PathBuf)>,
     /// One timed unit per row and no warm-up: a smoke test, not a measurement.
     #[arg(long)]
     quick: bool,
@@ -110,6 +122,8 @@ pub fn run(ctx: &Context, args: BenchArgs) -> anyhow::Result<()> {
         only: args.only.clone(),
         llm_inputs: args.llm_inputs.max(1),
         quick: args.quick,
+        arch_rows: args.arch_rows,
+        arch_models: args.arch_model.clone(),
     };
     let report = fute::bench::run(&opts, &mut |line| eprintln!("{line}"))?;
     if let Some(path) = &args.json_out {
@@ -117,6 +131,14 @@ pub fn run(ctx: &Context, args: BenchArgs) -> anyhow::Result<()> {
         fute_core::fsutil::write_atomic(path, text.as_bytes())?;
     }
     show(&report, &args)
+}
+
+/// `ARCH=DIR` of `--arch-model`.
+fn parse_arch_model(s: &str) -> Result<(String, PathBuf), String> {
+    match s.split_once('=') {
+        Some((a, d)) if !a.is_empty() && !d.is_empty() => Ok((a.to_string(), PathBuf::from(d))),
+        _ => Err(format!("`{s}` is not ARCH=DIR (e.g. gpt2=/models/gpt2)")),
+    }
 }
 
 fn show(report: &fute::bench::BenchReport, args: &BenchArgs) -> anyhow::Result<()> {

@@ -13,6 +13,7 @@
 //! ([`Workload::flops_per_example`]); they are the same for fute and the peer,
 //! so the GFLOP/s ratio equals the throughput ratio.
 
+pub mod arch;
 pub mod llm;
 pub mod machine;
 pub mod minilm;
@@ -69,6 +70,9 @@ pub struct Workload {
     pub units: usize,
     /// Untimed units run first (page-in, allocator, caches).
     pub warmup: usize,
+    /// The architecture of an arch row ([`arch`]); `None` for the MiniLM and LLM rows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arch: Option<String>,
 }
 
 /// MiniLM shape used for FLOP counts (all-MiniLM-L6-v2).
@@ -85,6 +89,7 @@ impl Workload {
             seq_len: 128,
             units,
             warmup,
+            arch: None,
         }
     }
 
@@ -105,8 +110,12 @@ impl Workload {
     /// per layer 8·T·H² (Q, K, V, output) + 4·T·H·F (FFN) + 4·T²·H (scores and
     /// context); a step with weight gradients (training, Fisher) counts 3×
     /// forward, a PEFT step 2× (forward + activation gradients), TextEmb 1×.
-    /// `None` for LLM rows (their cost depends on the prompt lengths).
+    /// `None` for LLM rows (their cost depends on the prompt lengths) and arch
+    /// rows (the count above is MiniLM's shape).
     pub fn flops_per_example(&self) -> Option<f64> {
+        if self.arch.is_some() {
+            return None;
+        }
         let t = self.seq_len as f64;
         let fwd =
             LAYERS * (8.0 * t * HIDDEN * HIDDEN + 4.0 * t * HIDDEN * FFN + 4.0 * t * t * HIDDEN);
@@ -203,6 +212,12 @@ pub struct BenchOptions {
     pub llm_inputs: usize,
     /// One timed unit per row, no warm-up (for tests; figures are not comparable).
     pub quick: bool,
+    /// Also run the arch rows ([`arch::workloads`]); they also run when `only`
+    /// names one of them or the group `arch`.
+    pub arch_rows: bool,
+    /// Model folders to use for arch rows instead of the base-size ones
+    /// ([`arch::prepare`]), by architecture (`model_type`).
+    pub arch_models: Vec<(String, std::path::PathBuf)>,
 }
 
 /// Runs the benchmark; `progress` gets one line per step.
@@ -210,30 +225,48 @@ pub fn run(opts: &BenchOptions, progress: &mut dyn FnMut(&str)) -> anyhow::Resul
     let t0 = Instant::now();
     let started = chrono_now();
     let mut workloads: Vec<Workload> = default_workloads(opts.llm_inputs);
+    workloads.extend(arch::workloads());
     if let Some(only) = &opts.only {
         for id in only {
             anyhow::ensure!(
-                workloads.iter().any(|w| &w.id == id),
-                "unknown row `{id}` (rows: {})",
+                id == arch::GROUP || workloads.iter().any(|w| &w.id == id),
+                "unknown row `{id}` (rows: {}; `{}` selects every arch row)",
                 workloads
                     .iter()
                     .map(|w| w.id.as_str())
                     .collect::<Vec<_>>()
-                    .join(", ")
+                    .join(", "),
+                arch::GROUP
             );
         }
-        workloads.retain(|w| only.contains(&w.id));
+        let group = only.iter().any(|id| id == arch::GROUP);
+        workloads.retain(|w| only.contains(&w.id) || (group && w.arch.is_some()));
+    } else if !opts.arch_rows {
+        workloads.retain(|w| w.arch.is_none());
+    }
+    for (a, dir) in &opts.arch_models {
+        anyhow::ensure!(
+            arch::ARCHES.contains(&a.as_str()),
+            "no arch rows for `{a}` (given a model folder {}); arch rows: {}",
+            dir.display(),
+            arch::ARCHES.join(", ")
+        );
     }
     if opts.quick {
         workloads = workloads.into_iter().map(quick).collect();
     }
     let nn_rows = workloads.iter().any(|w| w.seq_len > 0);
-    let tokenizer = fute_nn::TextTokenizer::from_folder(&opts.model_dir)?;
-    let ids = if nn_rows {
+    let minilm_rows = workloads.iter().any(|w| w.seq_len > 0 && w.arch.is_none());
+    let ids = if minilm_rows {
+        let tokenizer = fute_nn::TextTokenizer::from_folder(&opts.model_dir)?;
         minilm::review_ids(&tokenizer, &opts.reviews, 64, 128)?
     } else {
         Vec::new()
     };
+    // The arch rows' model folders, made at an architecture's first row and
+    // removed after its last (base-size folders hold 0.3-0.5 GB each).
+    let arch_tmp = tempfile::Builder::new().prefix("fute-bench-").tempdir()?;
+    let mut arch_model: Option<(String, std::path::PathBuf, Vec<Vec<u32>>)> = None;
     let mut torch = match (&opts.peer_python, nn_rows) {
         (Some(py), true) => {
             progress(&format!("starting the PyTorch peer ({})", py.display()));
@@ -259,6 +292,33 @@ pub fn run(opts: &BenchOptions, progress: &mut dyn FnMut(&str)) -> anyhow::Resul
     let mut rows = Vec::with_capacity(workloads.len());
     let n = workloads.len();
     for (i, w) in workloads.into_iter().enumerate() {
+        let mut w = w;
+        // An arch row's model is written (and T read from it) before its
+        // progress line, so the line states the shape that runs.
+        if let Some(a) = w.arch.clone() {
+            if arch_model.as_ref().is_none_or(|(b, _, _)| *b != a) {
+                if let Some((b, dir, _)) = arch_model.take() {
+                    if !opts.arch_models.iter().any(|(_, d)| *d == dir) {
+                        let _ = std::fs::remove_dir_all(&dir);
+                    }
+                    let _ = std::fs::remove_dir_all(arch_tmp.path().join(format!("{b}-config")));
+                }
+                let given = opts.arch_models.iter().find(|(b, _)| *b == a);
+                let dir = match given {
+                    Some((_, d)) => d.clone(),
+                    None => {
+                        progress(&format!(
+                            "writing the {a} model ({})",
+                            arch_tmp.path().display()
+                        ));
+                        arch::prepare(&a, opts.gguf.as_deref(), arch_tmp.path())?
+                    }
+                };
+                let ids = arch::token_ids(&dir, 64)?;
+                arch_model = Some((a.clone(), dir, ids));
+            }
+            w.seq_len = arch_model.as_ref().map_or(0, |(_, _, ids)| ids[0].len());
+        }
         let elapsed = t0.elapsed().as_secs_f64();
         let eta = if i > 0 {
             elapsed / i as f64 * (n - i) as f64
@@ -277,7 +337,21 @@ pub fn run(opts: &BenchOptions, progress: &mut dyn FnMut(&str)) -> anyhow::Resul
             }
         ));
         let mut notes = Vec::new();
-        let (fute, peer) = if w.seq_len > 0 {
+        let (fute, peer) = if w.arch.is_some() {
+            let (_, dir, ids) = arch_model.as_ref().expect("prepared above");
+            let f = arch::run(&w, dir, ids, opts.threads)?;
+            let p = match torch.as_mut() {
+                Some(t) => match t.run_on(&w, ids, Some(dir)) {
+                    Ok(m) => Some(m),
+                    Err(e) => {
+                        notes.push(format!("peer: {e}"));
+                        None
+                    }
+                },
+                None => None,
+            };
+            (Some(f), p)
+        } else if w.seq_len > 0 {
             let f = minilm::run(&w, &opts.model_dir, &ids, opts.threads)?;
             let p = match torch.as_mut() {
                 Some(t) => match t.run(&w, &ids) {

@@ -97,8 +97,20 @@ impl TorchPeer {
     /// Runs workload `w` on the token ids `ids` in the peer. Other processes'
     /// CPU during the run is measured here (machine busy − the peer's own).
     pub fn run(&mut self, w: &Workload, ids: &[Vec<u32>]) -> anyhow::Result<Measurement> {
+        self.run_on(w, ids, None)
+    }
+
+    /// [`TorchPeer::run`] on the HF folder `model` (an arch row: any
+    /// architecture, loaded with `AutoModelForSequenceClassification`) instead
+    /// of the MiniLM folder the peer started with.
+    pub fn run_on(
+        &mut self,
+        w: &Workload,
+        ids: &[Vec<u32>],
+        model: Option<&Path>,
+    ) -> anyhow::Result<Measurement> {
         let load_before = machine::idle_check(std::time::Duration::from_millis(700));
-        let request = serde_json::json!({ "workload": w, "ids": ids });
+        let request = serde_json::json!({ "workload": w, "ids": ids, "model": model });
         let window = machine::CpuWindow::start(self.child.id());
         writeln!(self.stdin, "{request}")?;
         self.stdin.flush()?;
