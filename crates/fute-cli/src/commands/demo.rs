@@ -1,38 +1,113 @@
-//! `fute demo`: one command from a fresh machine to a result on real assets.
+//! `fute demo`: one command from a fresh machine to FUTE's main job on real assets.
+//!
+//! Steps (each with a progress bar and ETA; every piece cached, so a rerun takes seconds):
+//! assets → datasets → corpus U → fine-tuned target models → DTEs (FUTE + TaskEmb,
+//! FUTE + TuPaTE, TextEmb) → MTEs of the models → MTEs of SmolLM2 with vanilla and CoT
+//! prompts → "which model should I transfer from?" and "which prompt?" with FUTE's picks
+//! beside the baselines and the measured truth → task maps → one HTML report.
 
-use crate::table::Table;
+mod llm;
+mod models;
+mod reading;
+
 use crate::Context;
 use clap::Args;
-use fute::embed::{dte_subject, embed, EmbedRequest};
+use fute::methods::fim::{FimComponents, FimConfig};
+use fute::methods::peft::PeftMethod;
+use fute::methods::surrogate_training::SurrogateTraining;
 use fute::methods::Method;
-use fute::probe::ProbeSet;
-use fute::prompt_eval::{evaluate_dataset, PromptEvalConfig, TaskMetric};
-use fute::prompted::restrict_to_labels;
+use fute::report::{Report, RunFolder, Table};
 use fute::surrogate::Surrogate;
-use fute_core::dataset::Split;
-use fute_core::embedding::store::RankOptions;
-use fute_core::embedding::{EmbeddingKind, Store, StoredDType};
-use fute_core::metrics::ranking;
-use fute_llm::gguf::SMOLLM2_FILE;
-use fute_llm::{GgufBackend, LabelSettings, PromptSet};
-use std::collections::BTreeMap;
+use fute_core::embedding::Store;
+use fute_nn::fisher::FisherVariant;
+use fute_nn::peft::{PeftConfig, PrefixConfig, Reduce};
+use std::path::PathBuf;
+use std::time::Instant;
 
 /// Options of the demo.
 #[derive(Args)]
+#[command(after_help = "Full run: about 15 minutes on a 2-core machine once built; --quick: about 2.\n\
+A second run finds every model, embedding and LLM answer in the workspace and takes seconds.\n\
+The report is .fute/runs/<run-id>/report.html (tables, maps, provenance).")]
 pub struct DemoArgs {
     /// Also fetch the opt-in BIG-bench tasks (342 MB).
     #[arg(long)]
     bigbench: bool,
-    /// Examples per dataset embedded.
-    #[arg(long, default_value_t = 200)]
-    examples: usize,
-    /// Rotten Tomatoes test reviews each prompt of the LLM is measured on (0: skip that step).
-    #[arg(long, default_value_t = 20)]
-    reviews: usize,
+    /// A ~2-minute version: fewer examples, two source models, four prompts, 8 reviews.
+    #[arg(long)]
+    quick: bool,
+    /// Open the report when done (xdg-open or open; else its path is printed).
+    #[arg(long)]
+    open: bool,
+    /// Rotten Tomatoes test reviews each prompt is measured on (0: skip the LLM steps)
+    /// [default: 20, --quick 8].
+    #[arg(long)]
+    reviews: Option<usize>,
 }
 
-/// The datasets the demo embeds and compares.
-const DEMO_DATASETS: [&str; 5] = [
+/// How big each step is (full or --quick).
+#[derive(Debug, Clone, serde::Serialize)]
+pub(crate) struct Sizes {
+    /// Training examples per DTE.
+    pub dte_examples: usize,
+    /// Inputs of the corpus U the MTEs (models and LLM) are computed on.
+    pub u_inputs: usize,
+    /// Training examples of each fine-tuned source model.
+    pub train_examples: usize,
+    /// Epochs of that fine-tuning.
+    pub train_epochs: usize,
+    /// Target training examples of each transfer run.
+    pub transfer_examples: usize,
+    /// Target test examples each transfer is measured on.
+    pub transfer_eval: usize,
+    /// Test reviews each prompt is measured on.
+    pub reviews: usize,
+    /// Source models (the datasets they are fine-tuned on).
+    pub sources: Vec<&'static str>,
+    /// Prompts of the built-in SA set (indices; 10–12 are chain-of-thought).
+    pub sa_prompts: Vec<usize>,
+    /// Prompts of the built-in NLI set.
+    pub nli_prompts: Vec<usize>,
+    /// Tokens of chain-of-thought reasoning.
+    pub cot_tokens: usize,
+}
+
+impl Sizes {
+    fn new(quick: bool, reviews: Option<usize>) -> Sizes {
+        if quick {
+            Sizes {
+                dte_examples: 24,
+                u_inputs: 12,
+                train_examples: 48,
+                train_epochs: 1,
+                transfer_examples: 32,
+                transfer_eval: 64,
+                reviews: reviews.unwrap_or(8),
+                sources: vec!["imdb", "spam-assassin"],
+                sa_prompts: vec![0, 10],
+                nli_prompts: vec![0, 10],
+                cot_tokens: 12,
+            }
+        } else {
+            Sizes {
+                dte_examples: 64,
+                u_inputs: 32,
+                train_examples: 160,
+                train_epochs: 2,
+                transfer_examples: 96,
+                transfer_eval: 200,
+                reviews: reviews.unwrap_or(20),
+                sources: vec!["imdb", "tweets", "spam-assassin"],
+                sa_prompts: vec![0, 1, 2, 10],
+                nli_prompts: vec![0, 10],
+                cot_tokens: 16,
+            }
+        }
+    }
+}
+
+/// The datasets whose DTEs are computed (all packaged, none opt-in).
+pub(crate) const DTE_DATASETS: [&str; 5] = [
     "imdb",
     "rotten-tomatoes",
     "tweets",
@@ -40,152 +115,202 @@ const DEMO_DATASETS: [&str; 5] = [
     "lee-similarity",
 ];
 
-/// Fetches the real assets, imports every dataset, builds U, embeds datasets and ranks them.
+/// The target of both questions.
+pub(crate) const TARGET: &str = "rotten-tomatoes";
+
+/// Seed of every sample, head and shuffle.
+pub(crate) const SEED: u64 = 42;
+
+/// Everything the steps share.
+pub(crate) struct Demo<'a> {
+    pub ctx: &'a Context,
+    pub store: Store,
+    pub surrogate: Surrogate,
+    pub minilm: PathBuf,
+    pub sizes: Sizes,
+    pub run: RunFolder,
+    pub report: Report,
+    /// (row name, method) of the FUTE rows: TaskEmb's Fisher and TuPaTE's prefix.
+    pub fute_methods: Vec<(String, Method)>,
+    /// TextEmb, the dataset-only baseline.
+    pub textemb: Method,
+    step: usize,
+}
+
+/// Number of numbered steps printed.
+const STEPS: usize = 10;
+
+impl Demo<'_> {
+    /// Prints the step header and returns a progress bar of `len` units.
+    pub fn step(&mut self, what: &str, len: usize) -> indicatif::ProgressBar {
+        self.step += 1;
+        eprintln!("== {}/{STEPS} {what}", self.step);
+        let pb = super::progress_bar(what.to_owned());
+        pb.set_length(len as u64);
+        pb
+    }
+}
+
+/// FUTE + TaskEmb: the Fisher of the surrogate fine-tuned on the probe set, FUTE's
+/// square-of-mean definition (made explicit; the CLI's default is per-example).
+pub(crate) fn fim_method() -> Method {
+    Method::Fim(FimConfig {
+        training: SurrogateTraining {
+            epochs: 1,
+            lr: 2e-5,
+            batch: 8,
+            grad_accum: 1,
+            max_len: 64,
+        },
+        variant: FisherVariant::SquareOfMean,
+        batch: 8,
+        sampled_trials: None,
+        components: FimComponents::Encoder,
+        layers: None,
+        workers: 2,
+    })
+}
+
+/// FUTE + TuPaTE: a 16-token prefix of the frozen surrogate, mean over layers.
+pub(crate) fn prefix_method() -> Method {
+    Method::Peft(PeftMethod {
+        training: SurrogateTraining {
+            epochs: 1,
+            lr: 1e-2,
+            batch: 8,
+            grad_accum: 1,
+            max_len: 64,
+        },
+        peft: PeftConfig::Prefix(PrefixConfig {
+            len: 16,
+            projection: None,
+            dropout: 0.1,
+        }),
+        reduce: Reduce::Layers,
+    })
+}
+
+/// Fetches the real assets, imports every dataset, builds U, and runs the main job.
 pub fn run(ctx: &Context, args: DemoArgs) -> anyhow::Result<()> {
-    eprintln!("== 1/5 fetching the real assets (package registries only; cached by checksum)");
+    let started = Instant::now();
+    let sizes = Sizes::new(args.quick, args.reviews);
+    eprintln!("== 1/{STEPS} fetching the real assets (package registries only; cached by checksum)");
     let names: Vec<String> = if args.bigbench {
         vec!["bigbench".into()]
     } else {
         Vec::new()
     };
     super::assets::fetch(ctx, &names, true, false)?;
-    eprintln!("== 2/5 importing and validating every packaged dataset");
+    eprintln!("== 2/{STEPS} importing and validating every packaged dataset");
     super::data::list(ctx, false)?;
-    eprintln!("== 3/5 building the unlabelled corpus U (1,000 inputs per source, seed 42)");
-    let spec = fute_core::corpus::CorpusSpec::default();
-    super::corpus::build(ctx, "demo-u", &spec, true, false)?;
-    eprintln!(
-        "== 4/5 embedding {} datasets with TextEmb on the MiniLM surrogate ({} examples each) and comparing them",
-        DEMO_DATASETS.len(),
-        args.examples
-    );
-    let surrogate = Surrogate::open(&ctx.assets.dir("minilm")?)?;
-    let store = Store::open(&ctx.workspace.state_dir())?;
-    let method = Method::TextEmb {
-        max_len: 128,
-        batch: 32,
+    let mut run = RunFolder::create(&ctx.workspace.state_dir(), "demo")?;
+    run.record("assets and datasets", started.elapsed().as_secs_f64());
+    let minilm = ctx.assets.dir("minilm")?;
+    let mut demo = Demo {
+        ctx,
+        store: Store::open(&ctx.workspace.state_dir())?,
+        surrogate: Surrogate::open(&minilm)?,
+        minilm,
+        sizes,
+        run,
+        report: Report::new(if args.quick {
+            "fute demo (--quick): FUTE on real assets"
+        } else {
+            "fute demo: FUTE on real assets"
+        }),
+        fute_methods: vec![
+            ("FUTE + TaskEmb".into(), fim_method()),
+            ("FUTE + TuPaTE".into(), prefix_method()),
+        ],
+        textemb: Method::TextEmb {
+            max_len: 64,
+            batch: 16,
+        },
+        step: 2,
     };
-    let mut records = Vec::new();
-    for name in DEMO_DATASETS {
-        let ds = ctx.workspace.load_dataset(name)?;
-        let probe = ProbeSet::from_dataset(&ds, Split::Train, Some(args.examples), 42)?;
-        let (subject, extra) = dte_subject(&ds, Split::Train, &probe);
-        let pb = super::spinner(format!("TextEmb DTE of {name}"));
-        let out = embed(
-            &store,
-            &surrogate,
-            EmbedRequest {
-                subject,
-                kind: EmbeddingKind::Dte,
-                probe: &probe,
-                method: &method,
-                seed: 42,
-                corpus: None,
-                dtype: StoredDType::F32,
-                extra,
-            },
-            &mut |m| pb.set_message(m),
-        )?;
-        pb.finish_and_clear();
-        eprintln!(
-            "   {}  {name}  {:.1} s{}",
-            out.record.id,
-            out.record.meta.wall_seconds,
-            if out.cached { " (cached)" } else { "" }
+    demo.report.provenance.seeds.insert("everything".into(), SEED);
+    demo.report
+        .provenance
+        .settings
+        .insert("sizes".into(), serde_json::to_value(&demo.sizes)?);
+    demo.report
+        .provenance
+        .hashes
+        .insert("surrogate (MiniLM)".into(), demo.surrogate.hash.clone());
+    for (row, m) in &demo.fute_methods {
+        demo.report.provenance.settings.insert(
+            format!("{row}: {}", m.name()),
+            serde_json::to_value(m.params())?,
         );
-        records.push(out.record);
     }
-    let mut t = Table::new(&[
-        "TARGET",
-        "NEAREST",
-        "CENTRED COSINE",
-        "NEXT",
-        "CENTRED COSINE",
-    ]);
-    for target in &records {
-        let r = store.rank(
-            target,
-            &records,
-            RankOptions {
-                centre: true,
-                fuse_components: false,
-            },
-        )?;
-        t.row(vec![
-            target.meta.subject.name.clone(),
-            r[0].name.clone(),
-            format!("{:.3}", r[0].score),
-            r[1].name.clone(),
-            format!("{:.3}", r[1].score),
-        ]);
+
+    let corpus = models::corpus(&mut demo)?;
+    let sources = models::finetune_sources(&mut demo)?;
+    let dtes = models::dataset_embeddings(&mut demo)?;
+    let model_mtes = models::model_embeddings(&mut demo, &sources, &corpus)?;
+    let llm_part = if demo.sizes.reviews > 0 {
+        Some(llm::prompted(&mut demo, &corpus)?)
+    } else {
+        eprintln!("   (--reviews 0: the LLM steps are skipped)");
+        None
+    };
+    let mut answers = vec![models::which_source(&mut demo, &sources, &dtes, &model_mtes)?];
+    if let Some(l) = &llm_part {
+        answers.push(l.answer.clone());
     }
-    println!();
-    print!("{}", t.render());
-    if args.reviews > 0 {
-        which_prompt(ctx, args.reviews)?;
+    reading::maps(&mut demo, &dtes, &model_mtes, llm_part.as_ref())?;
+    // The answers first: a reader opens the report for them.
+    let mut summary = fute::report::Section {
+        heading: "Answers".into(),
+        blocks: Vec::new(),
+    };
+    for a in &answers {
+        summary.text(a.clone());
+        println!("\n{a}");
     }
-    println!("\nEverything is in {}: try `fute ls`, `fute rank --target <ID> --centre`, `fute embed dataset tweets --method fim --limit 200`, `fute prompts evaluate --help`.", ctx.workspace.state_dir().display());
+    summary.text(format!(
+        "Everything below was computed on this machine from the packaged assets (MiniLM as the surrogate, SmolLM2-135M-Instruct as the LLM){}; a rerun finds every piece cached.",
+        if args.quick { " at --quick sizes" } else { "" }
+    ));
+    demo.report.sections.insert(0, summary);
+
+    let html = demo.run.write_report(&mut demo.report)?;
+    println!(
+        "\nReport: {}\n(run folder {}; {:.0} s in all). Try `fute ls`, `fute map --method fim`, `fute prompts evaluate --help`.",
+        html.display(),
+        demo.run.dir.display(),
+        started.elapsed().as_secs_f64()
+    );
+    if args.open {
+        open(&html);
+    }
     Ok(())
 }
 
-/// Step 5: the label-free prompt-selection baselines and Self-Select on the
-/// packaged SmolLM2, judged against each prompt's measured accuracy.
-fn which_prompt(ctx: &Context, reviews: usize) -> anyhow::Result<()> {
-    eprintln!(
-        "== 5/5 which prompt should SmolLM2-135M-Instruct use for Rotten Tomatoes? (13 prompts, {reviews} test reviews; chain-of-thought cut to 16 tokens)"
-    );
-    let backend = GgufBackend::load(ctx.assets.dir("smollm2")?.join(SMOLLM2_FILE))?;
-    let cached = super::llm::cached(ctx, &backend)?;
-    let set = PromptSet::builtin("sa")?;
-    let ds = ctx.workspace.load_dataset("rotten-tomatoes")?;
-    let (ds, _) = restrict_to_labels(&ds, &set.labels, &BTreeMap::new())?;
-    let cfg = PromptEvalConfig {
-        split: Split::Test,
-        limit: Some(reviews),
-        seed: 42,
-        max_chars: Some(1500),
-        settings: LabelSettings {
-            cot_max_tokens: 16,
-            ..LabelSettings::default()
-        },
-        spell_inputs: 5.min(reviews),
-        metric: TaskMetric::Accuracy,
-        self_select: true,
-    };
-    let pb = super::spinner("asking SmolLM2");
-    let t = std::time::Instant::now();
-    let r = evaluate_dataset(&cached, &set, &ds, &cfg, None, &mut |m| pb.set_message(m))?;
-    pb.finish_and_clear();
-    let best = r.truth.iter().copied().fold(f64::MIN, f64::max);
-    let mut table = Table::new(&["METHOD", "PICKS PROMPT", "ITS ACCURACY", "OF THE BEST"]);
-    for (method, scores) in &r.scores {
-        // Tied picks: Performance and Rate take the mean over them.
-        let ranks = ranking::shared_ranks(scores);
-        let top = ranks.iter().copied().fold(f64::MAX, f64::min);
-        let picks: Vec<usize> = (0..scores.len()).filter(|&p| ranks[p] == top).collect();
-        table.row(vec![
-            method.clone(),
-            picks
-                .iter()
-                .map(|p| format!("#{p}"))
-                .collect::<Vec<_>>()
-                .join(" "),
-            format!("{:.1}", ranking::performance(scores, &r.truth) * 100.0),
-            format!("{:.0} %", ranking::rate(scores, &r.truth) * 100.0),
-        ]);
+/// Opens `path` with the desktop's opener when there is one; else says where it is.
+fn open(path: &std::path::Path) {
+    for opener in ["xdg-open", "open"] {
+        if let Ok(status) = std::process::Command::new(opener)
+            .arg(path)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+        {
+            if status.success() {
+                return;
+            }
+        }
     }
-    println!(
-        "\nSmolLM2 on {} Rotten Tomatoes reviews: prompt accuracies {} (best {:.1}); {:.0} s",
-        r.examples,
-        r.truth
-            .iter()
-            .enumerate()
-            .map(|(p, t)| format!("#{p} {:.0}", t * 100.0))
-            .collect::<Vec<_>>()
-            .join(", "),
-        best * 100.0,
-        t.elapsed().as_secs_f64()
-    );
-    print!("{}", table.render());
-    Ok(())
+    println!("(no xdg-open or open here: open {} in a browser)", path.display());
+}
+
+/// Prints a report table on the terminal.
+pub(crate) fn print_table(t: &Table) {
+    let header: Vec<&str> = t.header.iter().map(String::as_str).collect();
+    let mut out = crate::table::Table::new(&header);
+    for r in &t.rows {
+        out.row(r.clone());
+    }
+    println!("\n{}", t.caption);
+    print!("{}", out.render());
 }
