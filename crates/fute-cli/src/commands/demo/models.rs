@@ -38,12 +38,17 @@ pub(crate) type Dtes = BTreeMap<(String, String), EmbeddingRecord>;
 pub(crate) fn corpus(demo: &mut Demo<'_>) -> anyhow::Result<Corpus> {
     let t = Instant::now();
     let pb = demo.step(
-        &format!("the unlabelled corpus U ({} inputs for the MTEs)", demo.sizes.u_inputs),
+        &format!(
+            "the unlabelled corpus U ({} inputs for the MTEs)",
+            demo.sizes.u_inputs
+        ),
         1,
     );
     let ctx = demo.ctx;
-    if !ctx.workspace.corpus_dir("demo-u").is_dir() {
-        pb.suspend(|| super::super::corpus::build(ctx, "demo-u", &CorpusSpec::default(), true, false))?;
+    if !ctx.workspace.corpus_dir("demo-u")?.is_dir() {
+        pb.suspend(|| {
+            super::super::corpus::build(ctx, "demo-u", &CorpusSpec::default(), true, false)
+        })?;
     }
     let mut u = ctx.workspace.load_corpus("demo-u")?;
     SplitMix64::new(SEED).shuffle(&mut u.inputs);
@@ -74,14 +79,25 @@ pub(crate) fn finetune_sources(demo: &mut Demo<'_>) -> anyhow::Result<Vec<Source
     let mut out = Vec::new();
     let mut table = Table::new(
         "Fine-tuned source models (MiniLM + a fresh head)",
-        &["source dataset", "train examples used", "test accuracy", "folder"],
+        &[
+            "source dataset",
+            "train examples used",
+            "test accuracy",
+            "folder",
+        ],
     );
     for &name in &demo.sizes.sources.clone() {
         let ds = demo.ctx.workspace.load_dataset(name)?;
-        let dir = demo.ctx.workspace.state_dir().join("demo").join("models").join(format!(
-            "{name}-n{}-e{}-s{SEED}",
-            demo.sizes.train_examples, demo.sizes.train_epochs
-        ));
+        let dir = demo
+            .ctx
+            .workspace
+            .state_dir()
+            .join("demo")
+            .join("models")
+            .join(format!(
+                "{name}-n{}-e{}-s{SEED}",
+                demo.sizes.train_examples, demo.sizes.train_epochs
+            ));
         if !is_model(&dir) {
             let opts = FinetuneOptions {
                 epochs: demo.sizes.train_epochs,
@@ -94,14 +110,19 @@ pub(crate) fn finetune_sources(demo: &mut Demo<'_>) -> anyhow::Result<Vec<Source
                 ..FinetuneOptions::default()
             };
             finetune(&ds, &demo.minilm, &dir, &opts, &mut |e| {
-                if let Event::Step { step, total_steps, .. } = e {
+                if let Event::Step {
+                    step, total_steps, ..
+                } = e
+                {
                     pb.set_message(format!("fine-tuning on {name}: step {step}/{total_steps}"));
                 }
                 Control::Continue
             })?;
         }
         pb.set_message(format!("measuring the {name} model"));
-        let acc = cached_accuracy(&dir.with_extension("accuracy.json"), || accuracy_on_test(demo, &ds, &dir))?;
+        let acc = cached_accuracy(&dir.with_extension("accuracy.json"), || {
+            accuracy_on_test(demo, &ds, &dir)
+        })?;
         table.row(vec![
             name.into(),
             demo.sizes.train_examples.to_string(),
@@ -119,26 +140,43 @@ pub(crate) fn finetune_sources(demo: &mut Demo<'_>) -> anyhow::Result<Vec<Source
     print_table(&table);
     demo.run.write_table("source-models.csv", &table)?;
     demo.report.section("Source models").table(table);
-    demo.run.record("fine-tuning source models", t.elapsed().as_secs_f64());
+    demo.run
+        .record("fine-tuning source models", t.elapsed().as_secs_f64());
     Ok(out)
 }
 
 /// A measured accuracy kept in `file` (JSON), measured by `measure` the first time.
-fn cached_accuracy(file: &std::path::Path, measure: impl FnOnce() -> anyhow::Result<f64>) -> anyhow::Result<f64> {
+fn cached_accuracy(
+    file: &std::path::Path,
+    measure: impl FnOnce() -> anyhow::Result<f64>,
+) -> anyhow::Result<f64> {
     if let Ok(text) = std::fs::read_to_string(file) {
-        if let Some(a) = serde_json::from_str::<Value>(&text).ok().and_then(|v| v.get("accuracy").and_then(Value::as_f64)) {
+        if let Some(a) = serde_json::from_str::<Value>(&text)
+            .ok()
+            .and_then(|v| v.get("accuracy").and_then(Value::as_f64))
+        {
             return Ok(a);
         }
     }
     let acc = measure()?;
-    fute_core::fsutil::write_atomic(file, serde_json::json!({ "accuracy": acc }).to_string().as_bytes())?;
+    fute_core::fsutil::write_atomic(
+        file,
+        serde_json::json!({ "accuracy": acc })
+            .to_string()
+            .as_bytes(),
+    )?;
     Ok(acc)
 }
 
 fn is_model(dir: &std::path::Path) -> bool {
-    ["config.json", "model.safetensors", "tokenizer.json"]
-        .iter()
-        .all(|f| dir.join(f).is_file())
+    [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        fute::finetune::TRAIN_RECORD_FILE,
+    ]
+    .iter()
+    .all(|f| dir.join(f).is_file())
 }
 
 /// Accuracy of a model on `transfer_eval` seeded test examples of `ds`.
@@ -147,7 +185,14 @@ fn accuracy_on_test(
     ds: &fute_core::dataset::Dataset,
     dir: &std::path::Path,
 ) -> anyhow::Result<f64> {
-    let r = predict(ds, dir, Split::Test, Some(demo.sizes.transfer_eval), 32, Some(64))?;
+    let r = predict(
+        ds,
+        dir,
+        Split::Test,
+        Some(demo.sizes.transfer_eval),
+        32,
+        Some(64),
+    )?;
     r.metrics
         .get("accuracy")
         .copied()
@@ -286,11 +331,17 @@ pub(crate) fn which_source(
     );
     let baseline = transfer_accuracy(demo, &target, None, &pb)?;
     pb.inc(1);
-    measured.row(vec!["MiniLM (no intermediate task)".into(), format!("{baseline:.3}")]);
+    measured.row(vec![
+        "MiniLM (no intermediate task)".into(),
+        format!("{baseline:.3}"),
+    ]);
     for s in sources {
         let acc = transfer_accuracy(demo, &target, Some(s), &pb)?;
         truth.push(acc);
-        measured.row(vec![format!("the {} model", s.dataset), format!("{acc:.3}")]);
+        measured.row(vec![
+            format!("the {} model", s.dataset),
+            format!("{acc:.3}"),
+        ]);
         pb.inc(1);
     }
     pb.finish_and_clear();
@@ -314,7 +365,12 @@ pub(crate) fn which_source(
             format!("{row} (DTE · model MTE)"),
             cands
                 .iter()
-                .map(|c| ranked.iter().find(|r| r.id == c.id).map_or(f64::NEG_INFINITY, |r| r.score))
+                .map(|c| {
+                    ranked
+                        .iter()
+                        .find(|r| r.id == c.id)
+                        .map_or(f64::NEG_INFINITY, |r| r.score)
+                })
                 .collect(),
         ));
     }
@@ -324,11 +380,23 @@ pub(crate) fn which_source(
         .iter()
         .map(|s| dtes[&("TextEmb".to_owned(), s.dataset.to_owned())].clone())
         .collect();
-    let ranked = demo.store.rank(te_target, &te, RankOptions { centre: false, fuse_components: false })?;
+    let ranked = demo.store.rank(
+        te_target,
+        &te,
+        RankOptions {
+            centre: false,
+            fuse_components: false,
+        },
+    )?;
     scores.push((
         "TextEmb (DTE · source DTE)".into(),
         te.iter()
-            .map(|c| ranked.iter().find(|r| r.id == c.id).map_or(f64::NEG_INFINITY, |r| r.score))
+            .map(|c| {
+                ranked
+                    .iter()
+                    .find(|r| r.id == c.id)
+                    .map_or(f64::NEG_INFINITY, |r| r.score)
+            })
             .collect(),
     ));
     scores.push((
@@ -337,7 +405,10 @@ pub(crate) fn which_source(
     ));
     let names: Vec<String> = sources.iter().map(|s| s.dataset.to_owned()).collect();
     let picks = picks_table(
-        &format!("Which model should I transfer from for {TARGET}? (truth: best = {})", best_names(&names, &truth)),
+        &format!(
+            "Which model should I transfer from for {TARGET}? (truth: best = {})",
+            best_names(&names, &truth)
+        ),
         &names,
         &scores,
         &truth,
@@ -347,14 +418,17 @@ pub(crate) fn which_source(
     demo.run.write_table("transfer-truth.csv", &measured)?;
     demo.run.write_table("transfer-picks.csv", &picks)?;
     demo.run.write_json("transfer-scores.json", &scores)?;
-    let sec = demo.report.section(format!("Which model should I transfer from for {TARGET}?"));
+    let sec = demo
+        .report
+        .section(format!("Which model should I transfer from for {TARGET}?"));
     sec.text(format!(
         "Each source model (MiniLM fine-tuned on a source dataset) is fine-tuned further on {} {TARGET} training examples and measured on {} of its test reviews: that is the truth. FUTE ranks the models by the centred cosine of {TARGET}'s DTE with each model's MTE (both through the MiniLM surrogate); TextEmb ranks the source datasets by the cosine of their TextEmb DTEs; DataSize prefers the largest source dataset. With this few examples the accuracies are noisy: differences of a few points are within chance.",
         demo.sizes.transfer_examples, demo.sizes.transfer_eval
     ));
     sec.table(picks);
     sec.table(measured);
-    demo.run.record("which source (transfer truth)", t.elapsed().as_secs_f64());
+    demo.run
+        .record("which source (transfer truth)", t.elapsed().as_secs_f64());
     Ok(answer(
         &format!("Which model should I transfer from for {TARGET}?"),
         &names,
@@ -364,13 +438,21 @@ pub(crate) fn which_source(
 }
 
 /// One sentence: the truth's best and each method's pick.
-pub(crate) fn answer(question: &str, names: &[String], scores: &[(String, Vec<f64>)], truth: &[f64]) -> String {
+pub(crate) fn answer(
+    question: &str,
+    names: &[String],
+    scores: &[(String, Vec<f64>)],
+    truth: &[f64],
+) -> String {
     let picks: Vec<String> = scores
         .iter()
         .map(|(m, s)| {
             let ranks = ranking::shared_ranks(s);
             let top = ranks.iter().copied().fold(f64::MAX, f64::min);
-            let p: Vec<&str> = (0..s.len()).filter(|&i| ranks[i] == top).map(|i| names[i].as_str()).collect();
+            let p: Vec<&str> = (0..s.len())
+                .filter(|&i| ranks[i] == top)
+                .map(|i| names[i].as_str())
+                .collect();
             format!("{m} picks {}", p.join(" / "))
         })
         .collect();
@@ -394,12 +476,29 @@ fn best_names(names: &[String], truth: &[f64]) -> String {
 }
 
 /// One row per method: what it picks (ties listed), the truth of its pick, its share of the best.
-pub(crate) fn picks_table(caption: &str, names: &[String], scores: &[(String, Vec<f64>)], truth: &[f64]) -> Table {
-    let mut t = Table::new(caption, &["method", "picks", "truth of the pick", "of the best", "ranking (best first)"]);
+pub(crate) fn picks_table(
+    caption: &str,
+    names: &[String],
+    scores: &[(String, Vec<f64>)],
+    truth: &[f64],
+) -> Table {
+    let mut t = Table::new(
+        caption,
+        &[
+            "method",
+            "picks",
+            "truth of the pick",
+            "of the best",
+            "ranking (best first)",
+        ],
+    );
     for (method, s) in scores {
         let ranks = ranking::shared_ranks(s);
         let top = ranks.iter().copied().fold(f64::MAX, f64::min);
-        let picks: Vec<&str> = (0..s.len()).filter(|&i| ranks[i] == top).map(|i| names[i].as_str()).collect();
+        let picks: Vec<&str> = (0..s.len())
+            .filter(|&i| ranks[i] == top)
+            .map(|i| names[i].as_str())
+            .collect();
         let mut order: Vec<usize> = (0..s.len()).collect();
         order.sort_by(|&a, &b| s[b].total_cmp(&s[a]).then(a.cmp(&b)));
         t.row(vec![
@@ -407,7 +506,11 @@ pub(crate) fn picks_table(caption: &str, names: &[String], scores: &[(String, Ve
             picks.join(" / "),
             format!("{:.3}", ranking::performance(s, truth)),
             format!("{:.0} %", ranking::rate(s, truth) * 100.0),
-            order.iter().map(|&i| names[i].as_str()).collect::<Vec<_>>().join(" > "),
+            order
+                .iter()
+                .map(|&i| names[i].as_str())
+                .collect::<Vec<_>>()
+                .join(" > "),
         ]);
     }
     t
@@ -422,7 +525,13 @@ fn transfer_accuracy(
     pb: &indicatif::ProgressBar,
 ) -> anyhow::Result<f64> {
     let (from, base) = match source {
-        Some(s) => (s.dir.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default(), s.dir.clone()),
+        Some(s) => (
+            s.dir
+                .file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            s.dir.clone(),
+        ),
         None => ("minilm".to_owned(), demo.minilm.clone()),
     };
     let key = format!(
@@ -432,7 +541,10 @@ fn transfer_accuracy(
     let dir = demo.ctx.workspace.state_dir().join("demo").join("transfer");
     let result = dir.join(format!("{key}.json"));
     if let Ok(text) = std::fs::read_to_string(&result) {
-        if let Some(a) = serde_json::from_str::<Value>(&text)?.get("accuracy").and_then(Value::as_f64) {
+        if let Some(a) = serde_json::from_str::<Value>(&text)?
+            .get("accuracy")
+            .and_then(Value::as_f64)
+        {
             return Ok(a);
         }
     }
@@ -449,7 +561,10 @@ fn transfer_accuracy(
     };
     let what = source.map_or("MiniLM".to_owned(), |s| format!("the {} model", s.dataset));
     finetune(target, &base, &out, &opts, &mut |e| {
-        if let Event::Step { step, total_steps, .. } = e {
+        if let Event::Step {
+            step, total_steps, ..
+        } = e
+        {
             pb.set_message(format!("{what} → {TARGET}: step {step}/{total_steps}"));
         }
         Control::Continue

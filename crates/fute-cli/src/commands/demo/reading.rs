@@ -3,7 +3,7 @@
 use super::llm::LlmPart;
 use super::models::Dtes;
 use super::{print_table, Demo};
-use fute::map::{Marker, MapOptions, MapPoint, TaskClass, TaskMap};
+use fute::map::{MapOptions, MapPoint, Marker, TaskClass, TaskMap};
 use fute::report::Table;
 use fute_core::embedding::EmbeddingRecord;
 use std::time::Instant;
@@ -28,10 +28,20 @@ pub(crate) fn maps(
             }
         }
         if let Some(l) = llm {
-            records.extend(l.mtes.iter().filter(|(r, _)| r == row).map(|(_, rec)| rec.clone()));
+            records.extend(
+                l.mtes
+                    .iter()
+                    .filter(|(r, _)| r == row)
+                    .map(|(_, rec)| rec.clone()),
+            );
         }
         pb.set_message(format!("{row}: {} embeddings", records.len()));
-        let map = TaskMap::build(&demo.store, &records, Some(&demo.ctx.workspace), &MapOptions::default())?;
+        let map = TaskMap::build(
+            &demo.store,
+            &records,
+            Some(&demo.ctx.workspace),
+            &MapOptions::default(),
+        )?;
         maps.push((row.clone(), map));
         pb.inc(1);
     }
@@ -42,7 +52,11 @@ pub(crate) fn maps(
     );
     for (row, map) in &maps {
         let stem = format!("map-{}", map.method);
-        sec.map(format!("{row} ({}): task map", map.method), stem, map.clone());
+        sec.map(
+            format!("{row} ({}): task map", map.method),
+            stem,
+            map.clone(),
+        );
         sec.table(super::super::map::points_table(map));
     }
     let mut numbers = Table::new(
@@ -97,7 +111,9 @@ fn readings(map: &TaskMap) -> Vec<(String, String)> {
             ),
         ));
     }
-    let llm = |c: TaskClass| move |p: &MapPoint| matches!(p.marker, Marker::LlmVanilla | Marker::LlmCot) && p.class == c;
+    let llm = |c: TaskClass| {
+        move |p: &MapPoint| matches!(p.marker, Marker::LlmVanilla | Marker::LlmCot) && p.class == c
+    };
     let dte = |c: TaskClass| move |p: &MapPoint| p.marker == Marker::Dte && p.class == c;
     let not_sa_dte = |p: &MapPoint| p.marker == Marker::Dte && p.class != TaskClass::Sa;
     out.push((
