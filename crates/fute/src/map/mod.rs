@@ -270,13 +270,14 @@ pub fn describe(records: &[EmbeddingRecord], workspace: Option<&Workspace>) -> V
 }
 
 /// A model folder's last path component; a prompted LLM's model cut to its first word
-/// (`SmolLM2-135M-Instruct:sa#3` → `SmolLM2:sa#3`); other names unchanged.
+/// (`SmolLM2-135M-Instruct:sa#3` or a GGUF `general.name` such as
+/// `Smollm2 135M 8k …:sa#3` → `Smollm2:sa#3`); other names unchanged.
 fn short_label(name: &str, kind: SubjectKind) -> String {
     let trimmed = name.trim_end_matches(['/', '\\']);
     if kind == SubjectKind::PromptedLlm {
         if let Some((model, prompt)) = trimmed.rsplit_once(':') {
             let model = model.rsplit(['/', '\\']).next().unwrap_or(model);
-            let first = model.split(['-', '.', '_']).next().unwrap_or(model);
+            let first = model.split(['-', '.', '_', ' ']).next().unwrap_or(model);
             return format!("{first}:{prompt}");
         }
     }
@@ -336,4 +337,31 @@ pub fn write_files(map: &TaskMap, dir: &Path, stem: &str, title: &str) -> anyhow
         }
     }
     Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_labels_keep_the_model_family_and_the_prompt() {
+        let llm = SubjectKind::PromptedLlm;
+        assert_eq!(
+            short_label("SmolLM2-135M-Instruct:sa#3", llm),
+            "SmolLM2:sa#3"
+        );
+        // A GGUF's general.name has spaces, not dashes.
+        assert_eq!(
+            short_label("Smollm2 135M 8k Lc100K Mix1 Ep2:nli-demo#1", llm),
+            "Smollm2:nli-demo#1"
+        );
+        assert_eq!(
+            short_label("/w/.fute/models/imdb-n48/", SubjectKind::Model),
+            "imdb-n48"
+        );
+        assert_eq!(
+            short_label("rotten-tomatoes", SubjectKind::Dataset),
+            "rotten-tomatoes"
+        );
+    }
 }
