@@ -95,8 +95,8 @@ impl Sizes {
             Sizes {
                 dte_examples: 64,
                 u_inputs: 32,
-                train_examples: 160,
-                train_epochs: 2,
+                train_examples: 256,
+                train_epochs: 3,
                 transfer_examples: 96,
                 transfer_eval: 200,
                 reviews: reviews.unwrap_or(20),
