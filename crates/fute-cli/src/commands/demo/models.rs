@@ -105,7 +105,11 @@ pub(crate) fn finetune_sources(demo: &mut Demo<'_>) -> anyhow::Result<Vec<Source
             .state_dir()
             .join("demo")
             .join("models")
-            .join(format!("{name}-n{}-{}", demo.sizes.train_examples, settings_tag(&opts, "")));
+            .join(format!(
+                "{name}-n{}-{}",
+                demo.sizes.train_examples,
+                settings_tag(&opts, "")
+            ));
         if !is_model(&dir) {
             finetune(&ds, &demo.minilm, &dir, &opts, &mut |e| {
                 if let Event::Step {

@@ -117,7 +117,8 @@ fn readings(map: &TaskMap) -> Vec<(String, String)> {
     let dte = |c: TaskClass| move |p: &MapPoint| p.marker == Marker::Dte && p.class == c;
     let not_sa_dte = |p: &MapPoint| p.marker == Marker::Dte && p.class != TaskClass::Sa;
     out.push((
-        "SmolLM2 + SA prompts among themselves / NLI prompts among themselves / SA with NLI".into(),
+        "prompted LLMs: SA prompts among themselves / NLI prompts among themselves / SA with NLI"
+            .into(),
         format!(
             "{} / {} / {}",
             fmt(map.mean_cosine(llm(TaskClass::Sa), llm(TaskClass::Sa))),
@@ -126,7 +127,7 @@ fn readings(map: &TaskMap) -> Vec<(String, String)> {
         ),
     ));
     out.push((
-        "sentiment DTEs with SA-prompted SmolLM2 / with NLI-prompted SmolLM2".into(),
+        "sentiment DTEs with SA-prompted LLMs / with NLI-prompted LLMs".into(),
         format!(
             "{} / {}",
             fmt(map.mean_cosine(dte(TaskClass::Sa), llm(TaskClass::Sa))),
@@ -144,7 +145,8 @@ fn readings(map: &TaskMap) -> Vec<(String, String)> {
     let vanilla = |p: &MapPoint| p.marker == Marker::LlmVanilla;
     let cot = |p: &MapPoint| p.marker == Marker::LlmCot;
     out.push((
-        "SmolLM2 vanilla prompts among themselves / CoT among themselves / vanilla with CoT".into(),
+        "prompted LLMs: vanilla prompts among themselves / CoT among themselves / vanilla with CoT"
+            .into(),
         format!(
             "{} / {} / {}",
             fmt(map.mean_cosine(vanilla, vanilla)),
@@ -152,7 +154,49 @@ fn readings(map: &TaskMap) -> Vec<(String, String)> {
             fmt(map.mean_cosine(vanilla, cot))
         ),
     ));
+    if let Some(row) = by_llm_or_by_task(map) {
+        out.push(row);
+    }
     out
+}
+
+/// With two LLMs on the map: do their points group by task or by LLM? Mean cosine of
+/// the same prompt in two LLMs, of one LLM's SA and NLI prompts, and of different
+/// LLMs with different tasks (pairs of distinct points).
+fn by_llm_or_by_task(map: &TaskMap) -> Option<(String, String)> {
+    let llm_points: Vec<(usize, &str, &str, TaskClass)> = map
+        .points
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| matches!(p.marker, Marker::LlmVanilla | Marker::LlmCot))
+        .filter_map(|(i, p)| {
+            let (llm, prompt) = p.label.split_once(':')?;
+            Some((i, llm, prompt, p.class))
+        })
+        .collect();
+    let mut sums = [(0.0, 0usize); 3];
+    for (a, &(i, llm_i, prompt_i, class_i)) in llm_points.iter().enumerate() {
+        for &(j, llm_j, prompt_j, class_j) in &llm_points[a + 1..] {
+            let bucket = if llm_i != llm_j && prompt_i == prompt_j {
+                0
+            } else if llm_i == llm_j && class_i != class_j {
+                1
+            } else if llm_i != llm_j && class_i != class_j {
+                2
+            } else {
+                continue;
+            };
+            sums[bucket].0 += map.cosine[i][j];
+            sums[bucket].1 += 1;
+        }
+    }
+    let mean = |k: usize| (sums[k].1 > 0).then(|| sums[k].0 / sums[k].1 as f64);
+    mean(0)?;
+    Some((
+        "two LLMs: same prompt in both / one LLM, SA with NLI prompts / other LLM and other task"
+            .into(),
+        format!("{} / {} / {}", fmt(mean(0)), fmt(mean(1)), fmt(mean(2))),
+    ))
 }
 
 /// The dataset a model was fine-tuned on: the demo names model folders `<dataset>-n…`.
