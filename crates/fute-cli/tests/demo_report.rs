@@ -88,8 +88,13 @@ fn heavy_demo_quick_runs_twice_from_cache_and_its_report_renders() {
         a1[1]
     );
     let stored = stored_embeddings(&ws);
-    // 5 datasets × 3 methods of DTEs, 2 models × 2 FUTE methods, 4 prompts × 2 FUTE methods.
-    assert_eq!(stored, 5 * 3 + 2 * 2 + 4 * 2, "{out1}");
+    // 5 datasets × 3 methods of DTEs, 2 models × 2 FUTE methods, 4 prompts × 2 FUTE
+    // methods for each LLM (Gemma-3 joins when its opt-in asset is fetched).
+    let gemma = fute_core::assets::Assets::from_env()
+        .is_present("gemma3")
+        .unwrap();
+    let llms = if gemma { 2 } else { 1 };
+    assert_eq!(stored, 5 * 3 + 2 * 2 + llms * 4 * 2, "{out1}");
 
     let second = fute(&ws, &["demo", "--quick"]);
     let out2 = text(&second.stdout);
