@@ -122,7 +122,7 @@ pub(crate) fn finetune_sources(demo: &mut Demo<'_>) -> anyhow::Result<Vec<Source
             })?;
         }
         pb.set_message(format!("measuring the {name} model"));
-        let acc = cached_accuracy(&dir.with_extension("accuracy.json"), || {
+        let acc = cached_accuracy(&dir.with_extension("accuracy.json"), Value::Null, || {
             accuracy_on_test(demo, &ds, &dir)
         })?;
         table.row(vec![
@@ -150,6 +150,7 @@ pub(crate) fn finetune_sources(demo: &mut Demo<'_>) -> anyhow::Result<Vec<Source
 /// A measured accuracy kept in `file` (JSON), measured by `measure` the first time.
 fn cached_accuracy(
     file: &std::path::Path,
+    provenance: Value,
     measure: impl FnOnce() -> anyhow::Result<f64>,
 ) -> anyhow::Result<f64> {
     if let Ok(text) = std::fs::read_to_string(file) {
@@ -161,12 +162,11 @@ fn cached_accuracy(
         }
     }
     let acc = measure()?;
-    fute_core::fsutil::write_atomic(
-        file,
-        serde_json::json!({ "accuracy": acc })
-            .to_string()
-            .as_bytes(),
-    )?;
+    let mut record = serde_json::json!({ "accuracy": acc });
+    if let (Some(r), Value::Object(extra)) = (record.as_object_mut(), provenance) {
+        r.extend(extra);
+    }
+    fute_core::fsutil::write_atomic(file, record.to_string().as_bytes())?;
     Ok(acc)
 }
 
@@ -553,36 +553,26 @@ fn transfer_accuracy(
     );
     let dir = demo.ctx.workspace.state_dir().join("demo").join("transfer");
     let result = dir.join(format!("{key}.json"));
-    if let Ok(text) = std::fs::read_to_string(&result) {
-        if let Some(a) = serde_json::from_str::<Value>(&text)?
-            .get("accuracy")
-            .and_then(Value::as_f64)
-        {
-            return Ok(a);
-        }
-    }
-    let out = dir.join(&key);
-    let what = source.map_or("MiniLM".to_owned(), |s| format!("the {} model", s.dataset));
-    finetune(target, &base, &out, &opts, &mut |e| {
-        if let Event::Step {
-            step, total_steps, ..
-        } = e
-        {
-            pb.set_message(format!("{what} → {TARGET}: step {step}/{total_steps}"));
-        }
-        Control::Continue
-    })?;
-    pb.set_message(format!("{what} → {TARGET}: measuring"));
-    let acc = accuracy_on_test(demo, target, &out)?;
-    fute_core::fsutil::write_atomic(
-        &result,
-        serde_json::json!({"accuracy": acc, "from": from, "target": TARGET, "options": format!("{opts:?}")})
-            .to_string()
-            .as_bytes(),
-    )?;
-    // Only the number is needed again; a model folder is ~90 MB.
-    let _ = std::fs::remove_dir_all(&out);
-    Ok(acc)
+    let provenance =
+        serde_json::json!({"from": from, "target": TARGET, "options": format!("{opts:?}")});
+    cached_accuracy(&result, provenance, || {
+        let out = dir.join(&key);
+        let what = source.map_or("MiniLM".to_owned(), |s| format!("the {} model", s.dataset));
+        finetune(target, &base, &out, &opts, &mut |e| {
+            if let Event::Step {
+                step, total_steps, ..
+            } = e
+            {
+                pb.set_message(format!("{what} → {TARGET}: step {step}/{total_steps}"));
+            }
+            Control::Continue
+        })?;
+        pb.set_message(format!("{what} → {TARGET}: measuring"));
+        let acc = accuracy_on_test(demo, target, &out)?;
+        // Only the number is needed again; a model folder is ~90 MB.
+        let _ = std::fs::remove_dir_all(&out);
+        Ok(acc)
+    })
 }
 
 /// A short tag of every setting a cached result depends on (its options and `extra`), so
