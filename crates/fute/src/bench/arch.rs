@@ -14,7 +14,6 @@
 //! its padding id (so the decoders' sequence heads read the last token and
 //! RoBERTa's positions count every token); real text would cost the same.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
@@ -25,10 +24,9 @@ use fute_nn::fisher::{
     FisherTarget, FisherVariant, SoftLoss,
 };
 use fute_nn::models::{distilbert, gpt2, llama, roberta};
-use fute_nn::train::{AdamW, AdamWConfig};
-use fute_nn::{loss, BertInput, BuildOptions, Encoding, HeadSpec, Mode, TaskModel};
+use fute_nn::{BertInput, BuildOptions, Encoding, HeadSpec, TaskModel};
 
-use super::{measure, Kind, Measurement, Workload};
+use super::{measure, time_train_steps, Kind, Measurement, Workload};
 
 /// The architectures with rows, in table order.
 pub const ARCHES: [&str; 4] = ["roberta", "distilbert", "gpt2", "llama"];
@@ -236,43 +234,16 @@ pub fn run(
     match w.kind {
         Kind::Train => {
             let params = model.named_parameters();
-            let mut opt = AdamW::new(AdamWConfig {
-                lr: 2e-5,
-                weight_decay: 0.01,
-                ..Default::default()
-            });
             let y = Tensor::new(
                 (0..w.batch as u32).map(|i| i % 2).collect::<Vec<_>>(),
                 &Device::Cpu,
             )?;
-            let mut step = |i: usize| -> anyhow::Result<()> {
+            time_train_steps(w, model.as_ref(), &params, &y, |i| {
                 let rows: Vec<Vec<u32>> = (0..w.batch)
                     .map(|k| ids[(i * w.batch + k) % ids.len()].clone())
                     .collect();
-                let out = model.forward(&batch(&rows)?, &Mode::train(i as u64))?;
-                let l = loss::cross_entropy(out.logits()?, &y)?;
-                let store = l.backward()?;
-                let grads: HashMap<String, Tensor> = params
-                    .iter()
-                    .filter_map(|(n, v)| store.get(v.as_tensor()).map(|g| (n.clone(), g.clone())))
-                    .collect();
-                opt.step(&params, &grads, 2e-5)?;
-                Ok(())
-            };
-            for i in 0..w.warmup {
-                step(i)?;
-            }
-            let mut i = w.warmup;
-            measure(
-                || {
-                    for _ in 0..w.units {
-                        step(i)?;
-                        i += 1;
-                    }
-                    Ok(())
-                },
-                w.examples(),
-            )
+                batch(&rows)
+            })
         }
         Kind::FisherPerBatch => {
             let examples: Vec<FisherExample> = (0..w.units + w.warmup)

@@ -1,6 +1,5 @@
 //! fute's side of the MiniLM rows: training and PEFT steps, Fisher, TextEmb.
 
-use std::collections::HashMap;
 use std::path::Path;
 
 use anyhow::Context as _;
@@ -10,13 +9,13 @@ use fute_nn::fisher::{
     FisherTarget, FisherVariant, SoftLoss,
 };
 use fute_nn::peft::{LoraConfig, Peft, PeftConfig, PrefixConfig, PromptConfig};
-use fute_nn::train::{frozen_view, AdamW, AdamWConfig};
+use fute_nn::train::frozen_view;
 use fute_nn::{
-    loss, BertInput, BertTaskModel, BuildOptions, Encoding, HeadSpec, Hooks, Mode, TaskModel,
-    TextInput, TextTokenizer, Truncation,
+    BertInput, BertTaskModel, BuildOptions, Encoding, HeadSpec, Hooks, Mode, TaskModel, TextInput,
+    TextTokenizer, Truncation,
 };
 
-use super::{measure, Kind, Measurement, Workload};
+use super::{measure, time_train_steps, Kind, Measurement, Workload};
 
 /// Token ids of the first `n` IMDB reviews (`reviews.json`, field `t`) that
 /// fill `seq_len` tokens, with labels alternating 0, 1, …
@@ -124,38 +123,8 @@ pub fn run(
                 Some(v) => v.as_ref(),
                 None => model.as_ref(),
             };
-            let mut opt = AdamW::new(AdamWConfig {
-                lr: 2e-5,
-                weight_decay: 0.01,
-                ..Default::default()
-            });
             let y = labels(w.batch)?;
-            let mut step = |i: usize| -> anyhow::Result<()> {
-                let input = batch(&pick(i, w.batch))?;
-                let out = net.forward(&input, &Mode::train(i as u64))?;
-                let l = loss::cross_entropy(out.logits()?, &y)?;
-                let store = l.backward()?;
-                let grads: HashMap<String, Tensor> = params
-                    .iter()
-                    .filter_map(|(n, v)| store.get(v.as_tensor()).map(|g| (n.clone(), g.clone())))
-                    .collect();
-                opt.step(&params, &grads, 2e-5)?;
-                Ok(())
-            };
-            for i in 0..w.warmup {
-                step(i)?;
-            }
-            let mut i = w.warmup;
-            measure(
-                || {
-                    for _ in 0..w.units {
-                        step(i)?;
-                        i += 1;
-                    }
-                    Ok(())
-                },
-                w.examples(),
-            )
+            time_train_steps(w, net, &params, &y, |i| batch(&pick(i, w.batch)))
         }
         Kind::FisherPerExample | Kind::FisherPerBatch | Kind::FisherSquareOfMean => {
             let model = load(dir)?;

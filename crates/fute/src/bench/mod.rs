@@ -475,6 +475,50 @@ fn rfc3339(secs: u64) -> String {
     )
 }
 
+/// Times `w.units` fine-tuning steps of `net` after `w.warmup` untimed ones: forward on
+/// `input(i)` in train mode, cross-entropy against `y` (`[B]` labels), backward, and
+/// fute's AdamW (lr 2e-5, weight decay 0.01, as `fute train`) on `params`. Examples per
+/// second count `w.examples()`.
+pub(crate) fn time_train_steps(
+    w: &Workload,
+    net: &dyn fute_nn::TaskModel,
+    params: &[(String, candle_core::Var)],
+    y: &candle_core::Tensor,
+    mut input: impl FnMut(usize) -> anyhow::Result<fute_nn::ModelInput>,
+) -> anyhow::Result<Measurement> {
+    use fute_nn::train::{AdamW, AdamWConfig};
+    let mut opt = AdamW::new(AdamWConfig {
+        lr: 2e-5,
+        weight_decay: 0.01,
+        ..Default::default()
+    });
+    let mut step = |i: usize| -> anyhow::Result<()> {
+        let out = net.forward(&input(i)?, &fute_nn::Mode::train(i as u64))?;
+        let l = fute_nn::loss::cross_entropy(out.logits()?, y)?;
+        let store = l.backward()?;
+        let grads: std::collections::HashMap<String, candle_core::Tensor> = params
+            .iter()
+            .filter_map(|(n, v)| store.get(v.as_tensor()).map(|g| (n.clone(), g.clone())))
+            .collect();
+        opt.step(params, &grads, 2e-5)?;
+        Ok(())
+    };
+    for i in 0..w.warmup {
+        step(i)?;
+    }
+    let mut i = w.warmup;
+    measure(
+        || {
+            for _ in 0..w.units {
+                step(i)?;
+                i += 1;
+            }
+            Ok(())
+        },
+        w.examples(),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
