@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Conformance fixtures for every registered architecture (`bert_golden.py --arch NAME`).
 
-For one architecture (bert, roberta, distilbert, gpt2, llama) this makes a tiny random model with
+For one architecture (bert, roberta, distilbert, gpt2, llama, t5) this makes a tiny random model with
 PyTorch + transformers (the reference) and writes, under crates/fute-nn/tests/fixtures/conformance/NAME/:
 
   model/config.json, model/model.safetensors   the base model saved by transformers
@@ -27,7 +27,12 @@ which would hide any real error below that. For the float64 references only, `fl
 replaces the three functions with the same formulas in the input's own dtype (the same
 operations in the same order; for a float32 model they are exactly transformers' code), so the
 f64 parity measures the model and not float32 rounding. `check_saved.py` still loads fute's
-saved Llama folders with unmodified transformers in float32.
+saved Llama folders with unmodified transformers in float32. T5's `T5LayerNorm` has the same
+float32 cast and gets the same treatment (`float64_t5()`).
+
+T5 (gated-GELU, untied, 2 encoder / 3 decoder blocks, 8 relative-position buckets with max
+distance 6 so that logarithmic and clipped buckets occur) is loaded as `T5Model`; its
+`T5ForQuestionAnswering` has no base prefix, so there only `qa_outputs.*` count as head weights.
 """
 
 import json
@@ -93,7 +98,35 @@ def configs(arch):
                           tie_word_embeddings=False, hidden_act="silu")
         float64_llama()
         return cfg, LlamaModel, LlamaForSequenceClassification, LlamaForQuestionAnswering, 0
+    if arch == "t5":
+        from transformers import (T5Config, T5ForQuestionAnswering,
+                                  T5ForSequenceClassification, T5Model)
+        # T5 v1.1's shape: gated-GELU feed-forward, untied embeddings; more decoder than encoder
+        # blocks, and few buckets with a short max distance so that the logarithmic buckets and
+        # the last (clipped) bucket are reached by these short batches. Pad 0 is the decoder
+        # start id (T5's convention); eos 3 ends every row (and splits the pairs).
+        cfg = T5Config(vocab_size=VOCAB, d_model=HIDDEN, d_kv=HIDDEN // HEADS, d_ff=FFN,
+                       num_layers=LAYERS, num_decoder_layers=LAYERS + 1, num_heads=HEADS,
+                       relative_attention_num_buckets=8, relative_attention_max_distance=6,
+                       feed_forward_proj="gated-gelu", tie_word_embeddings=False,
+                       layer_norm_epsilon=1e-5, pad_token_id=0, eos_token_id=3,
+                       decoder_start_token_id=0, dropout_rate=0.1, classifier_dropout=0.0)
+        float64_t5()
+        return cfg, T5Model, T5ForSequenceClassification, T5ForQuestionAnswering, 0
     raise SystemExit(f"unknown --arch {arch}")
+
+
+def float64_t5():
+    """transformers' T5LayerNorm computes its mean square in float32 whatever the model's dtype
+    (for half precision); for the float64 references it is replaced by the same formula in the
+    input's own dtype (as `float64_llama`)."""
+    from transformers.models.t5 import modeling_t5 as mt
+
+    def t5_layer_norm(self, x):
+        variance = x.pow(2).mean(-1, keepdim=True)
+        return self.weight * (x * torch.rsqrt(variance + self.variance_epsilon))
+
+    mt.T5LayerNorm.forward = t5_layer_norm
 
 
 def float64_llama():
@@ -257,14 +290,17 @@ def run(arch):
         # LlamaForQuestionAnswering).
         missing, unexpected = m.base_model.load_state_dict(state, strict=False)
         assert all("pooler" in k for k in unexpected), unexpected
-        assert all("pooler" in k or "position_ids" in k for k in missing), missing
+        # T5ForQuestionAnswering has no base prefix: its base model is itself, head included.
+        assert all("pooler" in k or "position_ids" in k or k.startswith("qa_outputs.")
+                   for k in missing), missing
         return m.double().eval()
 
     def record(tag, m):
         for name, p in m.named_parameters():
             assert p.grad is not None, f"{tag}: {name} has no gradient in torch"
             tensors[f"{tag}.grad.{name}"] = p.grad.detach().to(torch.float64).contiguous()
-            if not name.startswith(m.base_model_prefix + "."):
+            if not name.startswith(m.base_model_prefix + ".") and (
+                    m.base_model is not m or name.startswith("qa_outputs.")):
                 tensors[f"{tag}.head.{name}"] = p.detach().contiguous()
 
     cls = head_model(seq_cls, 1, num_labels=3)

@@ -6,7 +6,7 @@ How to run (once; the outputs are committed, tests only read them):
     python3 -m venv /tmp/golden-venv            # OUTSIDE the repository
     /tmp/golden-venv/bin/pip install torch transformers safetensors numpy
     /tmp/golden-venv/bin/python scripts/golden/bert_golden.py --arch roberta   # one conformance
-                                      # fixture per architecture (bert, roberta, distilbert, gpt2, llama)
+                                      # fixture per architecture (bert, roberta, distilbert, gpt2, llama, t5)
     /tmp/golden-venv/bin/python scripts/golden/bert_golden.py \
         --minilm /path/to/minilm      # folder with config.json, model.safetensors, tokenizer.json
                                       # (default: $FUTE_ASSETS/minilm, else /tmp/fute-assets-dev/minilm)
@@ -324,7 +324,7 @@ def main():
     default = pathlib.Path(os.environ.get("FUTE_ASSETS", "/tmp/fute-assets-dev")) / "minilm"
     ap.add_argument("--minilm", type=pathlib.Path, default=default)
     ap.add_argument("--skip-minilm", action="store_true")
-    ap.add_argument("--arch", choices=["bert", "roberta", "distilbert", "gpt2", "llama"],
+    ap.add_argument("--arch", choices=["bert", "roberta", "distilbert", "gpt2", "llama", "t5"],
                     help="only write the conformance fixture of this architecture "
                          "(scripts/golden/arch_golden.py)")
     args = ap.parse_args()

@@ -350,9 +350,21 @@ fn lora_at_init_keeps_logits(arch: &str) {
     let d = adapted.describe();
     let targets = d.lora_targets(&[]).unwrap();
     assert!(!targets.is_empty(), "{arch}: no default LoRA targets");
+    // A target is adapted in every layer that has it (T5's encoder blocks
+    // have no cross-attention).
+    let targeted = d
+        .layer_prefixes
+        .iter()
+        .flat_map(|p| targets.iter().map(move |t| format!("{p}{t}.weight")))
+        .filter(|w| adapted.parameter(w).is_some())
+        .count();
+    assert!(
+        targeted >= d.num_layers,
+        "{arch}: a default target in every layer"
+    );
     assert_eq!(
         n_adapters,
-        2 * targets.len() * d.num_layers,
+        2 * targeted,
         "{arch}: A, B per default target per layer"
     );
     let after = bits(
@@ -474,6 +486,7 @@ conformance!(roberta);
 conformance!(distilbert);
 conformance!(gpt2);
 conformance!(llama);
+conformance!(t5);
 
 /// The suite covers exactly the registered architectures.
 #[test]
@@ -482,6 +495,6 @@ fn every_registered_architecture_has_a_conformance_line() {
     registered.sort();
     assert_eq!(
         registered,
-        ["bert", "distilbert", "gpt2", "llama", "roberta"]
+        ["bert", "distilbert", "gpt2", "llama", "roberta", "t5"]
     );
 }

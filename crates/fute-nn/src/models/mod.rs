@@ -11,6 +11,7 @@ pub mod distilbert;
 pub mod gpt2;
 pub mod llama;
 pub mod roberta;
+pub mod t5;
 
 use std::path::Path;
 
@@ -142,6 +143,7 @@ pub static ARCHITECTURES: &[&Architecture] = &[
     &distilbert::ARCHITECTURE,
     &gpt2::ARCHITECTURE,
     &llama::ARCHITECTURE,
+    &t5::ARCHITECTURE,
 ];
 
 /// The `model_type`s of [`ARCHITECTURES`].

@@ -317,9 +317,12 @@ impl Peft {
                 for prefix in &d.layer_prefixes {
                     for t in &targets {
                         let base = format!("{prefix}{t}");
-                        let w = model.parameter(&format!("{base}.weight")).ok_or_else(|| {
-                            Error::Bug(format!("linear `{base}` has no weight parameter"))
-                        })?;
+                        // Layers of one model may differ (T5's encoder blocks
+                        // have no cross-attention): a target is adapted in
+                        // the layers that have it.
+                        let Some(w) = model.parameter(&format!("{base}.weight")) else {
+                            continue;
+                        };
                         let (out_dim, in_dim) = w.dims2()?;
                         let a = mk.make(
                             &format!("{base}.lora_A"),
@@ -329,6 +332,13 @@ impl Peft {
                         let b =
                             mk.make(&format!("{base}.lora_B"), &[out_dim, c.rank], Dist::Zeros)?;
                         pairs.insert(base, LoraPair { a, b });
+                    }
+                }
+                for t in &targets {
+                    if !pairs.keys().any(|k| k.ends_with(t)) {
+                        return Err(Error::Bug(format!(
+                            "LoRA target `{t}` is a linear of no layer of this model"
+                        )));
                     }
                 }
                 Modules::Lora(Arc::new(LoraAdapters {
