@@ -230,6 +230,44 @@ fn killed_run_resumes_to_a_byte_identical_matrix() {
     // Random with two candidates: ρ = 1.5 exactly.
     assert_eq!(e["rows"][1]["cells"][0]["rho"]["mean"], 1.5);
     assert!(run.join("scores/logme.json").is_file());
+
+    // …and a run folder with report.html: the table, the ground truth it was
+    // scored against, each method's pick, the provenance, the raw files.
+    let report_line = out.lines().find(|l| l.starts_with("report: ")).expect(&out);
+    let report = Path::new(report_line.trim_start_matches("report: "));
+    let folder = report.parent().unwrap();
+    assert_eq!(folder.parent().unwrap(), ws.path().join(".fute/runs"));
+    assert!(folder.file_name().unwrap().to_str().unwrap().ends_with("-transfer-evaluate"));
+    let html = std::fs::read_to_string(report).unwrap();
+    for needle in [
+        "Ranking methods against the ground truth",
+        "Ground truth: the transfer matrix",
+        "toy-a",
+        "no transfer",
+        "LogME",
+        "CR in-class ρ↓",
+        "plan commit",
+        "matrix ",
+    ] {
+        assert!(html.contains(needle), "report.html lacks {needle}");
+    }
+    for f in [
+        "evaluation.json",
+        "evaluation.csv",
+        "matrix.csv",
+        "methods.json",
+        "ranking.csv",
+        "truth-scores.csv",
+        "truth-gains.csv",
+        "picks.csv",
+        "provenance.json",
+    ] {
+        assert!(folder.join(f).is_file(), "run folder lacks {f}");
+    }
+    let ranking = std::fs::read_to_string(folder.join("ranking.csv")).unwrap();
+    assert_eq!(ranking.lines().count(), 1 + 3, "{ranking}");
+    let truth = std::fs::read_to_string(folder.join("truth-scores.csv")).unwrap();
+    assert_eq!(truth.lines().count(), 1 + 3, "{truth}");
 }
 
 #[test]

@@ -59,7 +59,9 @@ pub enum TransferCmd {
     Slurm(SlurmArgs),
     /// Score source-ranking methods against a matrix: ρ and NDCG, CR/QA × in-class/all-class.
     ///
-    /// Writes evaluation.json and evaluation.csv next to the matrix. Built-in methods:
+    /// Writes evaluation.json and evaluation.csv next to the matrix, and a run folder
+    /// .fute/runs/<run-id>/ with report.html (the table, the ground truth, each
+    /// method's picks, provenance) and the raw CSV/JSON. Built-in methods:
     /// datasize, random (exact expectation), logme (needs the run's source models, or a
     /// scores/logme.json cached by an earlier evaluate). Any other method — an embedding
     /// similarity, a new idea — comes in as a --scores FILE.json:
@@ -694,21 +696,24 @@ fn evaluate(ctx: &Context, a: EvaluateArgs) -> anyhow::Result<()> {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
+    let mut run =
+        fute::report::RunFolder::create(&ctx.workspace.state_dir(), "transfer-evaluate")?;
     let mut methods = Vec::new();
     for name in &a.methods {
         methods.push(match name.as_str() {
             "datasize" => ev::datasize(&m),
             "random" => ev::random(&m),
-            "logme" => logme_method(ctx, &m, &dir, a.recompute)?,
+            "logme" => run.time("LogME", || logme_method(ctx, &m, &dir, a.recompute))?,
             other => unreachable!("clap restricts --methods, got {other}"),
         });
     }
     for f in &a.scores {
         methods.push(read_scores(f)?);
     }
-    let e = ev::evaluate(&m, &methods)?;
+    let e = run.time("scoring the methods", || ev::evaluate(&m, &methods))?;
     transfer::io::write_json(&dir.join("evaluation.json"), &e)?;
     transfer::io::write_atomic(&dir.join("evaluation.csv"), e.to_csv().as_bytes())?;
+    let report = transfer::report::write_run(&run, &m, &a.matrix, &e, &methods)?;
     if a.json {
         return print_json(&e);
     }
@@ -734,5 +739,6 @@ fn evaluate(ctx: &Context, a: EvaluateArgs) -> anyhow::Result<()> {
         "wrote {0}/evaluation.json and {0}/evaluation.csv",
         dir.display()
     );
+    println!("report: {}", report.display());
     Ok(())
 }

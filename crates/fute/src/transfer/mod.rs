@@ -9,7 +9,8 @@
 //! collect  results → matrix.json / matrix.csv (scores, gains, mean ± std over seeds)
 //! slurm    the plan as two sbatch job arrays (sources+baselines, then transfers
 //!          with --dependency=afterok)
-//! evaluate matrix + ranking methods → ρ / NDCG tables (CR/QA × in-class/all-class)
+//! evaluate matrix + ranking methods → ρ / NDCG tables (CR/QA × in-class/all-class),
+//!          and a run folder with report.html
 //! ```
 //!
 //! Fine-tuning is [`crate::finetune`] (fute-nn's trainer), with the reference's
@@ -22,6 +23,7 @@ pub mod io;
 pub mod job;
 pub mod logme;
 pub mod plan;
+pub mod report;
 pub mod schedule;
 pub mod slurm;
 
