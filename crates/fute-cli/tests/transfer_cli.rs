@@ -237,7 +237,12 @@ fn killed_run_resumes_to_a_byte_identical_matrix() {
     let report = Path::new(report_line.trim_start_matches("report: "));
     let folder = report.parent().unwrap();
     assert_eq!(folder.parent().unwrap(), ws.path().join(".fute/runs"));
-    assert!(folder.file_name().unwrap().to_str().unwrap().ends_with("-transfer-evaluate"));
+    assert!(folder
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .ends_with("-transfer-evaluate"));
     let html = std::fs::read_to_string(report).unwrap();
     for needle in [
         "Ranking methods against the ground truth",

@@ -65,6 +65,29 @@ fn report_renders_in_headless_chromium_and_tooltips_work() {
         "no element injected by user text"
     );
 
+    // Labels: no two clear (not faded) labels overlap, none leaves the plot.
+    let layout = cdp.eval(
+        "(() => { const ls = Array.from(document.querySelectorAll('.explorer g:not(.hidden) .lbl')); \
+           const bs = ls.map(t => t.getBBox()); let overlaps = 0, outside = 0, crowded = 0; \
+           for (let i = 0; i < bs.length; i++) { const a = bs[i]; \
+             if (a.x < 0 || a.y < 0 || a.x + a.width > 900 || a.y + a.height > 600) outside++; \
+             if (ls[i].classList.contains('crowded')) { crowded++; continue; } \
+             for (let j = 0; j < i; j++) { if (ls[j].classList.contains('crowded')) continue; const b = bs[j]; \
+               if (a.x < b.x + b.width - 0.5 && b.x < a.x + a.width - 0.5 && \
+                   a.y < b.y + b.height - 0.5 && b.y < a.y + a.height - 0.5) overlaps++; } } \
+           return {labels: bs.length, overlaps, outside, crowded}; })()",
+    );
+    assert_eq!(layout["overlaps"], json!(0), "overlapping labels: {layout}");
+    assert_eq!(
+        layout["outside"],
+        json!(0),
+        "labels outside the plot: {layout}"
+    );
+    assert!(
+        layout["crowded"].as_u64().unwrap() * 2 <= layout["labels"].as_u64().unwrap(),
+        "most labels find a free spot: {layout}"
+    );
+
     // Hover imdb's DTE with a real mouse event and read the tooltip.
     let imdb = map.points.iter().position(|p| p.subject == "imdb").unwrap();
     let tip = cdp.hover_point(&map.points[imdb].id);

@@ -696,8 +696,7 @@ fn evaluate(ctx: &Context, a: EvaluateArgs) -> anyhow::Result<()> {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let mut run =
-        fute::report::RunFolder::create(&ctx.workspace.state_dir(), "transfer-evaluate")?;
+    let mut run = fute::report::RunFolder::create(&ctx.workspace.state_dir(), "transfer-evaluate")?;
     let mut methods = Vec::new();
     for name in &a.methods {
         methods.push(match name.as_str() {

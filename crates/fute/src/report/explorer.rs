@@ -123,7 +123,40 @@ pub const SCRIPT: &str = r##"
       if (x + 300 > box.width) { x = Math.max(4, x - 330); }
       tip.style.left = x + "px"; tip.style.top = y + "px";
     }
+    // Greedy placement, as in the static maps (map/labels.rs): each label takes the
+    // first spot around its marker that covers no placed label and no marker; when
+    // none is free it takes the least-covered one and is faded ("crowded") until its
+    // point is hovered.
+    function placeLabels(drawn) {
+      var R = 9, placed = [], marks = drawn.map(function (d) { return [d.x - R, d.y - R, 2 * R, 2 * R]; });
+      function cover(a, b) {
+        var w = Math.min(a[0] + a[2], b[0] + b[2]) - Math.max(a[0], b[0]);
+        var h = Math.min(a[1] + a[3], b[1] + b[3]) - Math.max(a[1], b[1]);
+        return (w > 0 && h > 0) ? w * h : 0;
+      }
+      function outside(b) { return b[2] * b[3] - cover(b, [2, 2, W - 164, H - 4]); }
+      drawn.forEach(function (d) {
+        var w = d.text.getComputedTextLength() + 2, h = 14, best = null;
+        [0, 10, 22, 36].some(function (ring) {
+          var gap = R + 2 + ring, k = 0.7 * gap;
+          return [[d.x + gap, d.y - h / 2], [d.x - gap - w, d.y - h / 2], [d.x - w / 2, d.y - gap - h],
+                  [d.x - w / 2, d.y + gap], [d.x + k, d.y - k - h], [d.x + k, d.y + k],
+                  [d.x - k - w, d.y - k - h], [d.x - k - w, d.y + k]].some(function (c) {
+            var b = [c[0], c[1], w, h], cost = 1e3 * outside(b);
+            placed.forEach(function (p) { cost += cover(p, b); });
+            marks.forEach(function (m) { cost += cover(m, b); });
+            if (!best || cost < best.cost) { best = {box: b, cost: cost}; }
+            return cost === 0;
+          });
+        });
+        d.text.setAttribute("x", best.box[0] + 1);
+        d.text.setAttribute("y", best.box[1] + 11);
+        if (best.cost > 0) { d.text.classList.add("crowded"); }
+        placed.push(best.box);
+      });
+    }
     function draw() {
+      var drawn = [];
       while (svg.firstChild) { svg.removeChild(svg.firstChild); }
       var xy = layout(), lo = [Infinity, Infinity], hi = [-Infinity, -Infinity];
       xy.forEach(function (c) { for (var k = 0; k < 2; k++) { lo[k] = Math.min(lo[k], c[k]); hi[k] = Math.max(hi[k], c[k]); } });
@@ -144,7 +177,9 @@ pub const SCRIPT: &str = r##"
         var t = el("text", {x: x + 10, y: y + 4, "class": "lbl"});
         t.textContent = p.label;
         g.appendChild(m); g.appendChild(t); svg.appendChild(g);
+        if (visible) { drawn.push({x: x, y: y, text: t}); }
       });
+      placeLabels(drawn);
       var ly = 20;
       var seen = {};
       data.points.forEach(function (p) {

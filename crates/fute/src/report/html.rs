@@ -52,7 +52,7 @@ figure{margin:8px 0 18px}figure img{max-width:100%;border:1px solid #ddd}figcapt
 .explorer .controls fieldset{border:none;margin:0;padding:0}.explorer label{margin-right:8px;white-space:nowrap}
 .explorer svg.plot{display:block;width:100%;height:auto;max-height:640px;background:#fff}
 .explorer .pt{cursor:pointer;stroke:#000;stroke-width:1}.explorer .pt:hover,.explorer .pt.hi{stroke-width:3}
-.explorer .lbl{font-size:12px;pointer-events:none;fill:#222}.explorer .hidden{display:none}
+.explorer .lbl{font-size:12px;pointer-events:none;fill:#222}.explorer .lbl.crowded{opacity:.28}.explorer g:hover .lbl.crowded{opacity:1}.explorer .hidden{display:none}
 .explorer .tooltip{position:absolute;z-index:5;background:#fffff0;border:1px solid #888;border-radius:4px;padding:6px 9px;
 font-size:.85em;max-width:420px;box-shadow:0 2px 6px rgba(0,0,0,.25);pointer-events:none}
 .explorer .tooltip b{display:block;margin-bottom:2px}.explorer .tooltip ol{margin:2px 0 0 18px;padding:0}

@@ -75,14 +75,16 @@ pub fn write_run(
 
 fn provenance(report: &mut Report, m: &Matrix, matrix_path: &Path) -> Result<()> {
     let p = &mut report.provenance;
-    let bytes = std::fs::read(matrix_path)
-        .map_err(|e| fute_core::Error::io("reading", matrix_path, e))?;
+    let bytes =
+        std::fs::read(matrix_path).map_err(|e| fute_core::Error::io("reading", matrix_path, e))?;
     p.hashes.insert(
         format!("matrix {}", matrix_path.display()),
         fute_core::fsutil::sha256_hex(&bytes),
     );
-    p.hashes
-        .insert(format!("base {}", m.settings.base), m.settings.base_hash.clone());
+    p.hashes.insert(
+        format!("base {}", m.settings.base),
+        m.settings.base_hash.clone(),
+    );
     for t in &m.tasks {
         p.hashes
             .insert(format!("dataset {}", t.name), t.content_hash.clone());
@@ -90,8 +92,10 @@ fn provenance(report: &mut Report, m: &Matrix, matrix_path: &Path) -> Result<()>
     for (k, &seed) in m.settings.seeds.iter().enumerate() {
         p.seeds.insert(format!("transfer seed {k}"), seed);
     }
-    p.settings
-        .insert("transfer settings".into(), serde_json::to_value(&m.settings)?);
+    p.settings.insert(
+        "transfer settings".into(),
+        serde_json::to_value(&m.settings)?,
+    );
     p.settings
         .insert("plan commit".into(), m.plan_commit.clone().into());
     p.settings
@@ -156,7 +160,14 @@ fn truth_table(
 fn picks_table(e: &Evaluation) -> Table {
     let mut t = Table::new(
         "first seed, all-class candidates",
-        &["target", "true best source", "method", "method's top pick", "ρ", "NDCG"],
+        &[
+            "target",
+            "true best source",
+            "method",
+            "method's top pick",
+            "ρ",
+            "NDCG",
+        ],
     );
     let first = e.seeds.first().copied();
     for d in e
