@@ -192,6 +192,7 @@ pub(crate) fn prompted(demo: &mut Demo<'_>, u: &Corpus) -> anyhow::Result<LlmPar
         &names,
         &r.scores,
         &r.truth,
+        reviews,
     );
     Ok(LlmPart { mtes, answer })
 }

@@ -436,15 +436,47 @@ pub(crate) fn which_source(
         &names,
         &scores,
         &truth,
+        demo.sizes.transfer_eval,
     ))
 }
 
-/// One sentence: the truth's best and each method's pick.
+/// Whether accuracies `truth`, each measured on the same `n` examples, tell the
+/// candidates apart: the gap between two is compared with twice its chance spread,
+/// 2·√(p₁(1−p₁)/n + p₂(1−p₂)/n) (two binomial proportions; ignoring that the test
+/// examples are shared makes it conservative). One sentence for the answer line.
+pub(crate) fn separation(truth: &[f64], n: usize) -> String {
+    let mut sorted: Vec<f64> = truth.to_vec();
+    sorted.sort_by(|a, b| b.total_cmp(a));
+    let (Some(&best), Some(&worst)) = (sorted.first(), sorted.last()) else {
+        return String::new();
+    };
+    let second = sorted.get(1).copied().unwrap_or(best);
+    let chance = |a: f64, b: f64| 2.0 * ((a * (1.0 - a) + b * (1.0 - b)) / n.max(1) as f64).sqrt();
+    if best - worst < chance(best, worst) {
+        format!(
+            "The truth does not separate the candidates: best and worst differ by {:.1} points,              within chance (±{:.1}) on {n} examples, so no pick is confirmed or refuted here",
+            (best - worst) * 100.0,
+            chance(best, worst) * 100.0
+        )
+    } else if best - second < chance(best, second) {
+        format!(
+            "The best is within chance of the runner-up ({:.1} points apart, ±{:.1} on {n} examples)",
+            (best - second) * 100.0,
+            chance(best, second) * 100.0
+        )
+    } else {
+        format!("The best is ahead of the runner-up beyond chance on {n} examples")
+    }
+}
+
+/// One sentence: the truth's best and each method's pick, then whether the truth
+/// separates the candidates at all ([`separation`], `n` examples per accuracy).
 pub(crate) fn answer(
     question: &str,
     names: &[String],
     scores: &[(String, Vec<f64>)],
     truth: &[f64],
+    n: usize,
 ) -> String {
     let picks: Vec<String> = scores
         .iter()
@@ -459,10 +491,11 @@ pub(crate) fn answer(
         })
         .collect();
     format!(
-        "{question} Measured best: {} ({:.3}). {}.",
+        "{question} Measured best: {} ({:.3}). {}. {}.",
         best_names(names, truth),
         truth.iter().copied().fold(f64::MIN, f64::max),
-        picks.join("; ")
+        picks.join("; "),
+        separation(truth, n)
     )
 }
 
@@ -580,4 +613,32 @@ fn transfer_accuracy(
 fn settings_tag(opts: &FinetuneOptions, extra: &str) -> String {
     let digest = fute_core::fsutil::sha256_hex(format!("{opts:?} {extra}").as_bytes());
     digest[..12].to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::separation;
+
+    #[test]
+    fn equal_accuracies_are_not_a_verdict() {
+        // The --quick demo once measured 0.422 for every source and no transfer.
+        let s = separation(&[0.422, 0.422, 0.422], 64);
+        assert!(s.starts_with("The truth does not separate"), "{s}");
+    }
+
+    #[test]
+    fn chance_spread_follows_the_binomial_error() {
+        // 0.690 vs 0.555 on 200: gap 13.5 points > 2·√(.69·.31/200 + .555·.445/200) = 9.6.
+        // 0.690 vs 0.655: gap 3.5 < 9.4, so the runner-up is within chance.
+        let s = separation(&[0.655, 0.690, 0.560, 0.555], 200);
+        assert!(
+            s.starts_with("The best is within chance of the runner-up (3.5 points apart, ±9.4"),
+            "{s}"
+        );
+        // Same accuracies on 20 reviews: no longer separated at all (±30.4 > 13.5).
+        let s = separation(&[0.655, 0.690, 0.560, 0.555], 20);
+        assert!(s.starts_with("The truth does not separate"), "{s}");
+        let s = separation(&[0.9, 0.5], 200);
+        assert!(s.starts_with("The best is ahead"), "{s}");
+    }
 }
