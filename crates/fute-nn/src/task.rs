@@ -253,7 +253,8 @@ pub struct ModelDescription {
     /// Id of the padding token, if the vocabulary has one.
     pub pad_token_id: Option<u32>,
     /// Name prefix of the backbone's parameters, with its dot (`bert.`);
-    /// everything else belongs to the task head.
+    /// everything else belongs to the task head. Empty for a task class whose
+    /// backbone has no prefix (see [`Self::in_backbone`]).
     pub backbone_prefix: String,
     /// Name prefix of the embeddings (`bert.embeddings.`).
     pub embeddings_prefix: String,
@@ -280,6 +281,21 @@ pub struct ModelDescription {
 }
 
 impl ModelDescription {
+    /// Whether parameter `name` belongs to the backbone rather than the task
+    /// head: it starts with [`Self::backbone_prefix`], or, for a task class
+    /// whose backbone has no prefix (`T5ForQuestionAnswering`: `shared.`,
+    /// `encoder.`, `decoder.`, `qa_outputs.`), its first component is one of
+    /// the architecture's encoder roots
+    /// ([`crate::models::Architecture::encoder_roots`]).
+    pub fn in_backbone(&self, name: &str) -> bool {
+        if !self.backbone_prefix.is_empty() {
+            return name.starts_with(self.backbone_prefix.as_str());
+        }
+        let roots = crate::models::architecture(self.model_type, Path::new("config.json"))
+            .map_or(&[][..], |a| a.encoder_roots);
+        name.split('.').next().is_some_and(|r| roots.contains(&r))
+    }
+
     /// Full names of every hookable linear, layer by layer.
     pub fn linear_names(&self) -> Vec<String> {
         self.layer_prefixes

@@ -10,6 +10,8 @@
 //!   gradients of the prompt / prefixes, float64;
 //! * LoRA on `q`, `v` reaches the self- and cross-attention (merged weights give
 //!   the adapted model's logits); BitFit is refused (no biases);
+//! * the QA class (no base prefix) still tells its head from its backbone, for
+//!   PEFT's trainable set and Fisher scopes;
 //! * padding after the last eos never changes the sequence logits;
 //! * clear errors for configs and checkpoints that do not fit, and for inputs
 //!   without eos.
@@ -21,8 +23,10 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor, Var};
+use fute_nn::fisher::{fisher_embedding, FisherExample, FisherOptions, FisherScope, FisherTarget};
 use fute_nn::models::t5::{relative_position_bucket, T5TaskModel};
 use fute_nn::peft::{LoraConfig, Peft, PeftConfig};
+use fute_nn::Encoding;
 use fute_nn::{loss, models, BuildOptions, Error, HeadSpec, Hooks, Mode, ModelInput, TaskModel};
 
 fn conformance_model() -> PathBuf {
@@ -405,4 +409,74 @@ fn configs_and_checkpoints_that_do_not_fit_are_named() {
         c.as_object_mut().unwrap().remove("decoder_start_token_id");
     });
     assert!(err.to_string().contains("decoder_start_token_id"), "{err}");
+}
+
+#[test]
+fn qa_head_is_told_from_the_unprefixed_backbone() {
+    let m = models::load(
+        &conformance_model(),
+        HeadSpec::QuestionAnswering,
+        &opts(DType::F32),
+    )
+    .unwrap();
+    let d = m.describe();
+    assert_eq!(d.backbone_prefix, "");
+    assert!(d.in_backbone("shared.weight") && d.in_backbone("decoder.final_layer_norm.weight"));
+    assert!(!d.in_backbone("qa_outputs.weight"));
+    let adapted = Peft::adapt(m, &PeftConfig::Prefix(Default::default()), 2).unwrap();
+    let trainable = adapted.peft.trainable_names(&adapted);
+    assert_eq!(
+        trainable,
+        [
+            "prefix_encoder.embedding.weight",
+            "qa_outputs.bias",
+            "qa_outputs.weight"
+        ]
+    );
+
+    let m = models::load(
+        &conformance_model(),
+        HeadSpec::QuestionAnswering,
+        &opts(DType::F32),
+    )
+    .unwrap();
+    let examples: Vec<FisherExample> = (0..3)
+        .map(|i| FisherExample {
+            encoding: Encoding {
+                ids: vec![2, 10 + i, 11, 3, 12, 3],
+                type_ids: vec![0; 6],
+                sequence_ids: vec![None; 6],
+                offsets: vec![None; 6],
+                truncated: false,
+            },
+            target: FisherTarget::Span { start: 4, end: 4 },
+        })
+        .collect();
+    let run = |scope| {
+        let opts = FisherOptions {
+            scope,
+            workers: 1,
+            ..Default::default()
+        };
+        let f = fisher_embedding(m.as_ref(), &examples, &opts).unwrap();
+        f.components.into_iter().map(|(n, _)| n).collect::<Vec<_>>()
+    };
+    let encoder = run(FisherScope::encoder());
+    assert!(
+        !encoder.iter().any(|n| n.starts_with("qa_outputs")),
+        "{encoder:?}"
+    );
+    for want in [
+        "shared.weight",
+        "encoder.final_layer_norm.weight",
+        "decoder.final_layer_norm.weight",
+        "decoder.block.2.layer.1.EncDecAttention.o.weight",
+    ] {
+        assert!(
+            encoder.iter().any(|n| n == want),
+            "{want} not in {encoder:?}"
+        );
+    }
+    let all = run(FisherScope::taskemb());
+    assert!(all.iter().any(|n| n == "qa_outputs.weight"));
 }

@@ -559,16 +559,16 @@ impl Liveness<'_> {
         {
             return self.layers[i];
         }
+        if !d.in_backbone(name) {
+            return self.scope.head;
+        }
         if d.pooler_prefix
             .as_ref()
             .is_some_and(|p| name.starts_with(p.as_str()))
         {
             return self.scope.pooler;
         }
-        if name.starts_with(d.backbone_prefix.as_str()) {
-            return false;
-        }
-        self.scope.head
+        false
     }
 }
 

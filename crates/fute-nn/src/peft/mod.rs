@@ -349,14 +349,14 @@ impl Peft {
             PeftConfig::BitFit => {
                 // Decoders such as Llama have no bias anywhere: BitFit would
                 // silently train the head alone.
-                let backbone = d.backbone_prefix.as_str();
                 let has_bias = model
                     .named_parameters()
                     .iter()
-                    .any(|(n, _)| n.starts_with(backbone) && n.ends_with(".bias"));
+                    .any(|(n, _)| d.in_backbone(n) && n.ends_with(".bias"));
                 if !has_bias {
                     return Err(Error::BadInput(format!(
-                        "BitFit tunes the backbone's biases, and this {} model has none                          (its linear maps and norms are bias-free); use LoRA or prefix tuning",
+                        "BitFit tunes the backbone's biases, and this {} model has none \
+                         (its linear maps and norms are bias-free); use LoRA or prefix tuning",
                         d.model_type
                     )));
                 }
@@ -386,14 +386,14 @@ impl Peft {
     /// The parameters to train: the modules' own, the task head's and, for
     /// BitFit, every backbone bias. Everything else stays frozen.
     pub fn trainable_names(&self, model: &dyn TaskModel) -> Vec<String> {
-        let backbone = &model.describe().backbone_prefix;
+        let d = model.describe();
         let mut out: Vec<String> = model
             .named_parameters()
             .into_iter()
             .map(|(n, _)| n)
             .filter(|n| {
                 self.names.contains(n)
-                    || !n.starts_with(backbone.as_str())
+                    || !d.in_backbone(n)
                     || (matches!(self.modules, Modules::BitFit) && n.ends_with(".bias"))
             })
             .collect();
@@ -526,10 +526,8 @@ impl Peft {
             }
             Modules::Lora(_) => self.components(model, |n| self.names.iter().any(|m| m == n)),
             Modules::BitFit => {
-                let backbone = model.describe().backbone_prefix.clone();
-                self.components(model, |n| {
-                    n.starts_with(backbone.as_str()) && n.ends_with(".bias")
-                })
+                let d = model.describe();
+                self.components(model, |n| d.in_backbone(n) && n.ends_with(".bias"))
             }
         }
     }

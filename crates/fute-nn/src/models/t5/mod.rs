@@ -48,9 +48,10 @@
 //! embeddings side by side (`[B, 2T, d_model]`, [`TaskModel::embedding_rows`]
 //! lists the input ids then the shifted ids of each row), both read `shared`.
 //! The two final layer norms are the backbone's part after its layers, where
-//! BERT's pooler sits. Limitation: the QA class has no base prefix, so its
-//! description's backbone prefix is empty and PEFT or Fisher scopes cannot tell
-//! its head from its backbone there.
+//! BERT's pooler sits. The QA class has no base prefix: its description's
+//! backbone prefix is empty, and PEFT and Fisher tell its head (`qa_outputs`)
+//! from its backbone by the architecture's encoder roots
+//! ([`ModelDescription::in_backbone`]).
 
 pub mod config;
 pub mod layer;
