@@ -464,3 +464,43 @@ fn merged_lora_computes_what_the_adapted_model_did() {
     };
     assert!(e.to_string().contains("cannot be merged"), "{e}");
 }
+
+/// Memory guard (issue 13: a SmolLM2 Fisher batch was OOM-killed at 15.9 GB):
+/// candle keeps every gradient it forms until the backward pass ends, with
+/// whatever graph it references. After a backward pass through the whole
+/// model, the store holds the parameters' gradients only (none for the causal
+/// mask or the rotary tables) and none of them holds an autograd graph.
+#[test]
+fn a_backward_pass_keeps_only_detached_parameter_gradients() {
+    let m = models::load(
+        &fixture().join("model"),
+        HeadSpec::Classification { num_labels: 2 },
+        &opts(DType::F32),
+    )
+    .unwrap();
+    let x = pair_input();
+    let rows = x.input_ids.dim(0).unwrap();
+    let out = m.forward(&x, &Mode::eval()).unwrap();
+    let logits = out.logits().unwrap();
+    // Σ logits: the loss itself introduces no constant with a gradient.
+    let store = logits.sum_all().unwrap().backward().unwrap();
+    let params = m.named_parameters();
+    let mut with_grad = 0;
+    for (name, v) in &params {
+        if let Some(g) = store.get(v.as_tensor()) {
+            assert!(
+                !g.track_op(),
+                "{name}: its gradient holds an autograd graph"
+            );
+            with_grad += 1;
+        }
+    }
+    let kept: Vec<Vec<usize>> = store
+        .get_ids()
+        .filter(|id| !params.iter().any(|(_, v)| v.as_tensor().id() == **id))
+        .map(|id| store.get_id(*id).unwrap().dims().to_vec())
+        .collect();
+    assert!(kept.is_empty(), "gradients kept for constants: {kept:?}");
+    assert_eq!(with_grad, params.len(), "every parameter has a gradient");
+    assert!(rows >= 2);
+}

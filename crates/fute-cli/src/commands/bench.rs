@@ -26,7 +26,7 @@ Arch rows (opt-in: --arch-rows, or --only arch / --only ID; one folder per archi
   arch-ARCH-train-b8              full fine-tuning step, 2 steps after 1 warm-up
   arch-ARCH-fisher-per-batch-b8   per-batch Fisher, all encoder/decoder parameters, 16 examples
   ARCH: roberta, distilbert, gpt2 (randomly initialised, seed 12, at the roberta-base, distilbert-base-uncased and gpt2 (small) shapes: no weights are packaged), llama (the packaged SmolLM2-135M GGUF, dequantised to f32). With --peer they take about 15-20 minutes on 2 cores; \
-arch-llama-fisher-per-batch-b8 needs more than 16 GB of memory in fute.
+arch-llama-fisher-per-batch-b8 peaks at about 9 GB of memory in fute (2 workers, each holding one batch's graph).
 Before each timed run the machine's load is sampled from /proc/stat; it is recorded with \
 the row (other processes' CPU before and during), so figures from a busy machine say so.
 With --peer and --llm-server, the default rows take about 4-6 minutes on 2 cores.

@@ -69,12 +69,15 @@ fn sum<T: Real>(xs: impl Iterator<Item = T>) -> T {
     xs.fold(T::zero(), |a, b| a + b)
 }
 
-/// Row-wise `softmax(x·scale + m)`; `m` has one row of `k` per `rows_per_mask` rows.
+/// Row-wise `softmax(x·scale + m)` over rows of `k`; with `(per_example,
+/// mask_rows)`, example `e` (rows `e·per_example..`) reads mask rows
+/// `e·mask_rows..`, row `r` of it mask row `r % mask_rows` (1: one mask row
+/// for all its rows; the number of queries: one per query, repeated per head).
 pub(crate) fn masked_softmax<T: Real>(
     x: &[T],
     m: &[T],
     k: usize,
-    rows_per_mask: usize,
+    (per_example, mask_rows): (usize, usize),
     scale: T,
 ) -> Vec<T> {
     let mut out = vec![T::zero(); x.len()];
@@ -84,7 +87,8 @@ pub(crate) fn masked_softmax<T: Real>(
         .for_each(|(block, (o, xs))| {
             for (r, (o, xs)) in o.chunks_mut(k).zip(xs.chunks(k)).enumerate() {
                 let row = block * ROW_BLOCK + r;
-                let mask = &m[(row / rows_per_mask) * k..][..k];
+                let mask_row = (row / per_example) * mask_rows + row % mask_rows;
+                let mask = &m[mask_row * k..][..k];
                 let mut max = xs[0] * scale + mask[0];
                 for ((o, &x), &mk) in o.iter_mut().zip(xs).zip(mask) {
                     let z = x * scale + mk;
@@ -253,5 +257,42 @@ pub(crate) fn scatter_add<T: Real>(
             *o = *o + v;
         }
     }
+    out
+}
+
+/// Rotary embedding of rows of `d` (`d/2` pairs `(x[i], x[i + d/2])`), row `r`
+/// at position `r % positions` with table rows `cos`, `sin` of `d` values:
+/// `x·cos + rotate_half(x)·sin`, `rotate_half(x) = [−x₂, x₁]`. With
+/// `transpose` it applies the transposed map (the backward pass):
+/// `g·cos + [s₂·g₂, −s₁·g₁]`.
+pub(crate) fn rotary<T: Real>(
+    x: &[T],
+    cos: &[T],
+    sin: &[T],
+    (d, positions): (usize, usize),
+    transpose: bool,
+) -> Vec<T> {
+    let half = d / 2;
+    let mut out = vec![T::zero(); x.len()];
+    out.par_chunks_mut(d * ROW_BLOCK)
+        .zip(x.par_chunks(d * ROW_BLOCK))
+        .enumerate()
+        .for_each(|(block, (o, xs))| {
+            for (r, (o, xs)) in o.chunks_mut(d).zip(xs.chunks(d)).enumerate() {
+                let pos = (block * ROW_BLOCK + r) % positions;
+                let (c, s) = (&cos[pos * d..][..d], &sin[pos * d..][..d]);
+                let (o1, o2) = o.split_at_mut(half);
+                for i in 0..half {
+                    let (x1, x2) = (xs[i], xs[i + half]);
+                    if transpose {
+                        o1[i] = x1 * c[i] + x2 * s[i + half];
+                        o2[i] = x2 * c[i + half] + (-x1) * s[i];
+                    } else {
+                        o1[i] = x1 * c[i] + (-x2) * s[i];
+                        o2[i] = x2 * c[i + half] + x1 * s[i + half];
+                    }
+                }
+            }
+        });
     out
 }

@@ -60,13 +60,17 @@ impl CustomOp3 for LinearOp {
         grad_res: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let g = grad_res.contiguous()?;
+        // The operands are detached: a product with a tracked operand would
+        // record its op, and the gradient store would then keep `g` (and the
+        // chain behind it) alive through every weight's gradient until the
+        // backward pass ends (~1 GB per worker for a SmolLM2 Fisher batch).
         let dx = if x.track_op() {
-            Some(g.matmul(w)?)
+            Some(g.matmul(&w.detach())?)
         } else {
             None
         };
         let dw = if w.track_op() {
-            Some(g.t()?.matmul(x)?)
+            Some(g.t()?.matmul(&x.detach())?)
         } else {
             None
         };

@@ -70,15 +70,19 @@ macro_rules! dispatch {
 }
 
 mod linear;
+mod rotary;
 pub use linear::linear;
+pub use rotary::rotary;
 
 // ---------------------------------------------------------------------------
 // Masked, scaled softmax over the last dimension (attention).
 
 struct MaskedSoftmax {
     scale: f64,
-    /// Rows of `scores` that share one mask row (`heads * queries`).
-    rows_per_mask: usize,
+    /// Rows of `scores` per example (`heads * queries`).
+    rows_per_example: usize,
+    /// Mask rows per example: 1 (one row for every query) or `queries`.
+    mask_rows: usize,
 }
 
 impl CustomOp2 for MaskedSoftmax {
@@ -95,7 +99,13 @@ impl CustomOp2 for MaskedSoftmax {
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let k = l1.dims()[l1.dims().len() - 1];
         let out = dispatch!(self.name(), [(s1, l1) => x, (s2, l2) => m], {
-            kernels::masked_softmax(x, m, k, self.rows_per_mask, Real::from_f64(self.scale))
+            kernels::masked_softmax(
+                x,
+                m,
+                k,
+                (self.rows_per_example, self.mask_rows),
+                Real::from_f64(self.scale),
+            )
         });
         Ok((out, l1.shape().clone()))
     }
@@ -138,21 +148,30 @@ impl CustomOp2 for SoftmaxBwd {
 }
 
 /// `softmax(scores · scale + mask, last dim)` for attention scores `[B, H, T, K]`
-/// and an additive mask of `B · K` elements (e.g. `[B, 1, 1, K]`), broadcast over
-/// heads and queries. Gradient flows to `scores` only (the mask is a constant).
+/// and an additive mask of either `B · K` elements (`[B, 1, 1, K]`: one row per
+/// example, broadcast over heads and queries) or `B · T · K` elements
+/// (`[B, 1, T, K]`: one row per query, broadcast over heads, as a decoder's
+/// causal mask). Gradient flows to `scores` only (the mask is a constant, and
+/// gets no gradient: candle would keep a `[B, H, T, K]` one for it until the
+/// end of the backward pass).
 ///
 /// Computes `z = s·scale + m` element by element exactly as
-/// `(scores * scale).broadcast_add(mask)` does, then a max-shifted softmax.
+/// `(scores * scale).broadcast_add(mask)` does, then a max-shifted softmax;
+/// only the output is kept for the backward pass (the composite form keeps
+/// five `[B, H, T, K]` tensors).
 pub fn masked_softmax(scores: &Tensor, mask: &Tensor, scale: f64) -> Result<Tensor> {
     let (b, h, t, k) = scores.dims4()?;
-    if mask.elem_count() != b * k {
+    let mask_rows = if mask.elem_count() == b * k {
+        1
+    } else if mask.elem_count() == b * t * k && mask.dims().get(2) == Some(&t) {
+        t
+    } else {
         return Err(crate::Error::Bug(format!(
-            "attention mask has shape {:?}, expected {} elements for scores {:?}",
+            "attention mask has shape {:?}, expected [{b}, 1, 1, {k}] or [{b}, 1, {t}, {k}] for scores {:?}",
             mask.dims(),
-            b * k,
             scores.dims()
         )));
-    }
+    };
     if !fused(scores) || mask.dtype() != scores.dtype() {
         let z = (scores * scale)?.broadcast_add(mask)?;
         return Ok(candle_nn::ops::softmax(&z, D::Minus1)?);
@@ -160,7 +179,8 @@ pub fn masked_softmax(scores: &Tensor, mask: &Tensor, scale: f64) -> Result<Tens
     let mask = mask.contiguous()?;
     let op = MaskedSoftmax {
         scale,
-        rows_per_mask: h * t,
+        rows_per_example: h * t,
+        mask_rows,
     };
     Ok(scores.contiguous()?.apply_op2(&mask, op)?)
 }

@@ -3,7 +3,7 @@
 
 use candle_core::{DType, Device, Tensor, Var, D};
 
-use super::{embedding, gelu_erf, layer_norm, linear, masked_softmax};
+use super::{embedding, gelu_erf, layer_norm, linear, masked_softmax, rotary};
 use crate::rng::SeededRng;
 
 fn randn(shape: &[usize], scale: f64, seed: u64, dtype: DType) -> Tensor {
@@ -49,6 +49,30 @@ fn mask(b: usize, k: usize, dtype: DType) -> Tensor {
         .unwrap()
 }
 
+/// A decoder's causal mask `[B, 1, T, T]`: query `i` sees keys `j ≤ i`, and
+/// the first example's first key is padding.
+fn causal_mask(b: usize, t: usize, dtype: DType) -> Tensor {
+    let min = if dtype == DType::F64 {
+        f64::MIN
+    } else {
+        f32::MIN as f64
+    };
+    let v: Vec<f64> = (0..b * t * t)
+        .map(|n| {
+            let (e, i, j) = (n / (t * t), n / t % t, n % t);
+            if j > i || (e == 0 && j == 0 && i > 0) {
+                min
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    Tensor::from_vec(v, (b, 1, t, t), &Device::Cpu)
+        .unwrap()
+        .to_dtype(dtype)
+        .unwrap()
+}
+
 type Op = dyn Fn(&[Tensor]) -> Tensor;
 
 /// Name, composite op, fused op, inputs, number of inputs with gradients.
@@ -61,6 +85,19 @@ fn composite_softmax(t: &[Tensor]) -> Tensor {
 
 fn fused_softmax(t: &[Tensor]) -> Tensor {
     masked_softmax(&t[0], &t[1], 0.3).unwrap()
+}
+
+fn composite_rotary(t: &[Tensor]) -> Tensor {
+    // What the Llama layer did before the fused op.
+    let (x, d) = (&t[0], t[0].dim(D::Minus1).unwrap());
+    let x1 = x.narrow(D::Minus1, 0, d / 2).unwrap();
+    let x2 = x.narrow(D::Minus1, d / 2, d / 2).unwrap();
+    let rotated = Tensor::cat(&[&x2.neg().unwrap(), &x1], D::Minus1).unwrap();
+    (x.broadcast_mul(&t[1]).unwrap() + rotated.broadcast_mul(&t[2]).unwrap()).unwrap()
+}
+
+fn fused_rotary(t: &[Tensor]) -> Tensor {
+    rotary(&t[0], &t[1], &t[2]).unwrap()
 }
 
 fn composite_gelu(t: &[Tensor]) -> Tensor {
@@ -135,6 +172,28 @@ fn cases(dtype: DType) -> Vec<Case> {
             Box::new(composite_softmax),
             Box::new(fused_softmax),
             vec![randn(&[2, 3, 4, 5], 2.0, 1, dtype), mask(2, 5, dtype)],
+            1,
+        ),
+        (
+            "causal masked softmax",
+            Box::new(composite_softmax),
+            Box::new(fused_softmax),
+            vec![
+                randn(&[2, 3, 4, 4], 2.0, 11, dtype),
+                causal_mask(2, 4, dtype),
+            ],
+            1,
+        ),
+        (
+            "rotary",
+            Box::new(composite_rotary),
+            Box::new(fused_rotary),
+            // Tables of any values: the op does not rely on HF's repeated halves.
+            vec![
+                randn(&[2, 3, 4, 6], 1.0, 12, dtype),
+                randn(&[4, 6], 1.0, 13, dtype),
+                randn(&[4, 6], 1.0, 14, dtype),
+            ],
             1,
         ),
         (
@@ -318,4 +377,48 @@ fn linear_forward_is_bit_identical_and_skips_untracked_gradients() {
     let store = (&y * &r).unwrap().sum_all().unwrap().backward().unwrap();
     assert!(store.get(wv.as_tensor()).is_none());
     assert_eq!(vec(store.get(xv.as_tensor()).unwrap()), vec(&all[0]));
+}
+
+#[test]
+fn rotary_forward_is_bit_identical_to_the_composite_form() {
+    let t = [
+        randn(&[2, 3, 40, 64], 1.0, 41, DType::F32),
+        randn(&[40, 64], 1.0, 42, DType::F32),
+        randn(&[40, 64], 1.0, 43, DType::F32),
+    ];
+    assert_eq!(vec(&composite_rotary(&t)), vec(&fused_rotary(&t)));
+}
+
+/// The gradient store after a backward pass through every fused op holds the
+/// inputs' gradients only, none of them holding an autograd graph: candle keeps
+/// each stored gradient (and whatever it references) until the backward pass
+/// ends, so a gradient formed for a constant (a mask, a rotary table) or one
+/// that records its op (keeping the output gradient alive) costs memory per
+/// layer (issue 13: a SmolLM2 Fisher batch was OOM-killed at 15.9 GB).
+#[test]
+fn fused_ops_leave_only_detached_gradients_of_their_inputs() {
+    for (name, _, fused, inputs, n_vars) in cases(DType::F32) {
+        let vars: Vec<Var> = inputs[..n_vars]
+            .iter()
+            .map(|t| Var::from_tensor(t).unwrap())
+            .collect();
+        let mut args: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
+        args.extend(inputs[n_vars..].iter().cloned());
+        let y = fused(&args);
+        let r = randn(y.dims(), 1.0, 9, DType::F32);
+        // `r` enters through a product, so it gets a gradient of its own.
+        let store = (&y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+        let kept: Vec<_> = store.get_ids().copied().collect();
+        let wanted: Vec<_> = vars.iter().map(|v| v.as_tensor().id()).collect();
+        for id in kept.iter().filter(|&&id| id != r.id()) {
+            let g = store.get_id(*id).unwrap();
+            assert!(!g.track_op(), "{name}: a gradient holds an autograd graph");
+            assert!(
+                wanted.contains(id),
+                "{name}: a gradient {:?} was kept for a constant input",
+                g.dims()
+            );
+        }
+        assert_eq!(kept.len(), n_vars + 1, "{name}: gradients kept");
+    }
 }

@@ -7,7 +7,7 @@
 //! `eager_attention_forward`, `apply_rotary_pos_emb` and `LlamaMLP`
 //! (<https://github.com/huggingface/transformers/blob/v5.0.0/src/transformers/models/llama/modeling_llama.py>).
 
-use candle_core::{DType, Device, Tensor, D};
+use candle_core::{DType, Device, Tensor};
 
 use super::LlamaConfig;
 use crate::hooks::Hooks;
@@ -62,16 +62,6 @@ pub fn rotary_tables(
         Ok(Tensor::from_vec(v, (n, head_dim), device)?.to_dtype(dtype)?)
     };
     Ok((t(cos)?, t(sin)?))
-}
-
-/// `x · cos + rotate_half(x) · sin` for `x` `[B, heads, T, head_dim]` and
-/// tables `[T, head_dim]`, where `rotate_half(x) = [−x₂, x₁]` of the two halves.
-fn apply_rotary(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
-    let hd = x.dim(D::Minus1)?;
-    let x1 = x.narrow(D::Minus1, 0, hd / 2)?;
-    let x2 = x.narrow(D::Minus1, hd / 2, hd / 2)?;
-    let rotated = Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)?;
-    Ok((x.broadcast_mul(cos)? + rotated.broadcast_mul(sin)?)?)
 }
 
 /// The additive mask `[B, 1, T, extra + T]` of a decoder: query `i` sees key
@@ -216,8 +206,8 @@ impl DecoderLayer {
             self.kv_heads,
         )?;
         let (cos, sin) = rotary;
-        let q = apply_rotary(&q, cos, sin)?;
-        let mut k = share(apply_rotary(&k, cos, sin)?)?;
+        let q = crate::ops::rotary(&q, cos, sin)?;
+        let mut k = share(crate::ops::rotary(&k, cos, sin)?)?;
         let mut v = share(v)?;
         if let Some(prefix) = hooks.prefix {
             let (pk, pv) = &prefix[self.index];
@@ -225,10 +215,11 @@ impl DecoderLayer {
             v = Tensor::cat(&[&split(pv.to_dtype(x.dtype())?, self.heads)?, &v], 2)?;
         }
         let scale = 1.0 / (hd as f64).sqrt();
-        // The mask varies with the query (causal), which the fused
-        // `ops::masked_softmax` (one mask row per sequence) does not cover.
-        let z = (q.matmul(&k.t()?)? * scale)?.broadcast_add(mask_add)?;
-        let probs = candle_nn::ops::softmax(&z, D::Minus1)?;
+        // One op for scale, causal mask and softmax: it keeps only the
+        // probabilities for the backward pass (the composite form kept five
+        // `[B, heads, T, K]` tensors per layer, the largest part of a
+        // layer's memory in a Fisher or training step).
+        let probs = crate::ops::masked_softmax(&q.matmul(&k.t()?)?, mask_add, scale)?;
         let probs = mode.dropout(&probs, self.attention_dropout)?;
         let ctx =
             probs
