@@ -696,20 +696,24 @@ fn evaluate(ctx: &Context, a: EvaluateArgs) -> anyhow::Result<()> {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let mut run = fute::report::RunFolder::create(&ctx.workspace.state_dir(), "transfer-evaluate")?;
+    let started = std::time::Instant::now();
     let mut methods = Vec::new();
     for name in &a.methods {
         methods.push(match name.as_str() {
             "datasize" => ev::datasize(&m),
             "random" => ev::random(&m),
-            "logme" => run.time("LogME", || logme_method(ctx, &m, &dir, a.recompute))?,
+            "logme" => logme_method(ctx, &m, &dir, a.recompute)?,
             other => unreachable!("clap restricts --methods, got {other}"),
         });
     }
     for f in &a.scores {
         methods.push(read_scores(f)?);
     }
-    let e = run.time("scoring the methods", || ev::evaluate(&m, &methods))?;
+    // The run folder only once every input has been read: a bad --scores file
+    // leaves no empty run behind.
+    let mut run = fute::report::RunFolder::create(&ctx.workspace.state_dir(), "transfer-evaluate")?;
+    run.record("method scores", started.elapsed().as_secs_f64());
+    let e = run.time("ρ and NDCG", || ev::evaluate(&m, &methods))?;
     transfer::io::write_json(&dir.join("evaluation.json"), &e)?;
     transfer::io::write_atomic(&dir.join("evaluation.csv"), e.to_csv().as_bytes())?;
     let report = transfer::report::write_run(&run, &m, &a.matrix, &e, &methods)?;

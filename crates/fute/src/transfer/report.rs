@@ -92,10 +92,12 @@ fn provenance(report: &mut Report, m: &Matrix, matrix_path: &Path) -> Result<()>
     for (k, &seed) in m.settings.seeds.iter().enumerate() {
         p.seeds.insert(format!("transfer seed {k}"), seed);
     }
-    p.settings.insert(
-        "transfer settings".into(),
-        serde_json::to_value(&m.settings)?,
-    );
+    // One row per setting: a single JSON blob runs off the page.
+    if let serde_json::Value::Object(fields) = serde_json::to_value(&m.settings)? {
+        for (k, v) in fields {
+            p.settings.insert(format!("transfer {k}"), v);
+        }
+    }
     p.settings
         .insert("plan commit".into(), m.plan_commit.clone().into());
     p.settings
