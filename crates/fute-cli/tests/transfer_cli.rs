@@ -273,6 +273,75 @@ fn killed_run_resumes_to_a_byte_identical_matrix() {
     assert_eq!(ranking.lines().count(), 1 + 3, "{ranking}");
     let truth = std::fs::read_to_string(folder.join("truth-scores.csv")).unwrap();
     assert_eq!(truth.lines().count(), 1 + 3, "{truth}");
+
+    // The embedding rows: FUTE + TaskEmb (target DTE vs source model MTE on U, per
+    // seed) and TextEmb (target DTE vs source DTE), through a tiny surrogate.
+    ok(&fute(
+        ws.path(),
+        &[
+            "corpus",
+            "build",
+            "u",
+            "--from",
+            "none",
+            "--datasets",
+            tasks,
+        ],
+    ));
+    let scores_args = [
+        "transfer",
+        "scores",
+        run.to_str().unwrap(),
+        "--methods",
+        "fute-taskemb,textemb",
+        "--surrogate",
+        &tiny_bert(),
+        "--u-limit",
+        "12",
+        "--dte-limit",
+        "8",
+    ];
+    let o = fute(ws.path(), &scores_args);
+    ok(&o);
+    let fute_file = run.join("scores/fute-taskemb.json");
+    let first = std::fs::read(&fute_file).unwrap();
+    let s: serde_json::Value = serde_json::from_slice(&first).unwrap();
+    assert_eq!(s["method"], "FUTE + TaskEmb");
+    let table = &s["per_seed"][0];
+    assert_eq!(table.as_object().unwrap().len(), 3, "{s}");
+    for (target, row) in table.as_object().unwrap() {
+        let row = row.as_object().unwrap();
+        assert_eq!(row.len(), 2, "two candidate sources for {target}: {s}");
+        assert!(!row.contains_key(target), "a task is not its own source");
+        for v in row.values() {
+            let v = v.as_f64().unwrap();
+            assert!(v.is_finite() && v.abs() <= 1.0 + 1e-9, "a cosine: {s}");
+        }
+    }
+    // A rerun finds every embedding in the store and writes the same scores.
+    ok(&fute(ws.path(), &scores_args));
+    assert_eq!(std::fs::read(&fute_file).unwrap(), first);
+    let o = fute(
+        ws.path(),
+        &[
+            "transfer",
+            "evaluate",
+            "--matrix",
+            run.join("matrix.json").to_str().unwrap(),
+            "--methods",
+            "random",
+            "--scores",
+            fute_file.to_str().unwrap(),
+            "--scores",
+            run.join("scores/textemb.json").to_str().unwrap(),
+        ],
+    );
+    ok(&o);
+    let out = text(&o.stdout);
+    assert!(
+        out.contains("FUTE + TaskEmb") && out.contains("TextEmb"),
+        "{out}"
+    );
 }
 
 #[test]

@@ -14,6 +14,7 @@ pub mod prompts;
 pub mod store;
 pub mod train;
 pub mod transfer;
+pub mod transfer_scores;
 
 /// An error in what the user asked for, raised by the CLI itself (exit code 1).
 #[derive(Debug, thiserror::Error)]

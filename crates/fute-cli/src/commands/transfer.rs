@@ -1,4 +1,4 @@
-//! `fute transfer plan|run|status|collect|slurm|evaluate`: the intermediate-task
+//! `fute transfer plan|run|status|collect|slurm|evaluate|scores`: the intermediate-task
 //! transfer experiment (ground truth for source ranking) and its evaluation.
 
 use std::path::{Path, PathBuf};
@@ -73,6 +73,18 @@ pub enum TransferCmd {
     ///   fute transfer evaluate --matrix results/transfer/cr-small/matrix.json --scores textemb.json
     #[command(verbatim_doc_comment)]
     Evaluate(EvaluateArgs),
+    /// Compute the embedding rows (FUTE + TaskEmb, FUTE + TuPaTE, TextEmb) on a run's
+    /// source models into RUN_DIR/scores/*.json, for `evaluate --scores`.
+    ///
+    /// FUTE rows compare each target's DTE with each source model's MTE on the corpus U,
+    /// both through the surrogate (one table per seed: the source models differ);
+    /// TextEmb compares the target's DTE with each source dataset's DTE. Every
+    /// embedding is kept in the workspace's store, so a rerun computes nothing.
+    ///
+    /// Example:
+    ///   fute transfer scores runs/cr-small --corpus u --u-limit 64 --dte-limit 64
+    #[command(verbatim_doc_comment)]
+    Scores(super::transfer_scores::ScoresArgs),
 }
 
 /// Arguments of `fute transfer evaluate`.
@@ -181,6 +193,7 @@ pub fn run(ctx: &Context, cmd: TransferCmd) -> anyhow::Result<()> {
         TransferCmd::Collect { run_dir, json } => collect(&run_dir, json),
         TransferCmd::Slurm(a) => slurm(ctx, a),
         TransferCmd::Evaluate(a) => evaluate(ctx, a),
+        TransferCmd::Scores(a) => super::transfer_scores::scores(ctx, a),
     }
 }
 

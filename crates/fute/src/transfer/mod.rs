@@ -18,6 +18,7 @@
 //! plan's [`plan::Settings`].
 
 pub mod collect;
+pub mod embed_scores;
 pub mod evaluate;
 pub mod io;
 pub mod job;
