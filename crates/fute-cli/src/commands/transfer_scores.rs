@@ -40,7 +40,8 @@ pub struct ScoresArgs {
     /// Seed of the samples and of every embedding's training.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Plain cosine instead of the cosine after centring on the candidates' mean.
+    /// Plain cosine instead of the cosine after centring on the candidates' mean
+    /// (rows named "… (plain cosine)", files RUN_DIR/scores/<method>-plain.json).
     #[arg(long)]
     pub plain: bool,
 }
@@ -70,8 +71,17 @@ pub fn scores(ctx: &Context, a: ScoresArgs) -> anyhow::Result<()> {
     let mut written = Vec::new();
     for name in &a.methods {
         let (row, method) = row(name);
+        // Each similarity rule is its own row and file, so both can be scored side by side.
+        let (row, file) = if a.plain {
+            (
+                format!("{row} (plain cosine)"),
+                format!("{name}-plain.json"),
+            )
+        } else {
+            (row.to_owned(), format!("{name}.json"))
+        };
         let cfg = EmbedScoreConfig {
-            row: row.to_owned(),
+            row: row.clone(),
             method: &method,
             store: &store,
             surrogate: &surrogate,
@@ -81,7 +91,7 @@ pub fn scores(ctx: &Context, a: ScoresArgs) -> anyhow::Result<()> {
             seed: a.seed,
             centre: !a.plain,
         };
-        let pb = super::progress_bar(row.to_owned());
+        let pb = super::progress_bar(row.clone());
         let s = embedding_scores(
             &m,
             &a.run_dir,
@@ -94,7 +104,7 @@ pub fn scores(ctx: &Context, a: ScoresArgs) -> anyhow::Result<()> {
             },
         )?;
         pb.finish_and_clear();
-        let path = scores_dir.join(format!("{name}.json"));
+        let path = scores_dir.join(file);
         fute::transfer::io::write_json(&path, &s)?;
         println!("{row}: wrote {}", path.display());
         written.push(path);
