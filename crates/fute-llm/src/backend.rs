@@ -167,9 +167,21 @@ impl Perplexity {
 ///
 /// `messages` are chat turns; the backend formats them with its chat template
 /// and the generation prompt (`<|im_start|>assistant\n` for ChatML).
-pub trait LlmBackend {
+///
+/// Backends are `Sync`: callers with many independent calls run
+/// [`LlmBackend::concurrency`] of them at once ([`crate::parallel::map_calls`]).
+pub trait LlmBackend: Sync {
     /// Backend kind, model and model hash (part of every cache key).
     fn identity(&self) -> BackendIdentity;
+
+    /// How many calls the backend runs at once to good effect: its workers (a
+    /// local model's, each with its own KV cache over one copy of the
+    /// weights). Callers with independent calls (label distributions over
+    /// inputs) run this many at a time. Not part of any cache key: answers do
+    /// not depend on it beyond float rounding. Default: 1.
+    fn concurrency(&self) -> usize {
+        1
+    }
 
     /// Every setting of the backend itself that can change an answer, beyond
     /// [`LlmBackend::identity`] and the request (for a server: its URL, the
@@ -222,6 +234,9 @@ pub trait LlmBackend {
 impl<B: LlmBackend + ?Sized> LlmBackend for &B {
     fn identity(&self) -> BackendIdentity {
         (**self).identity()
+    }
+    fn concurrency(&self) -> usize {
+        (**self).concurrency()
     }
     fn answer_settings(&self) -> serde_json::Value {
         (**self).answer_settings()

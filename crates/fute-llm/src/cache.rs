@@ -263,6 +263,10 @@ impl<B: LlmBackend> LlmBackend for CachedBackend<B> {
         self.identity.clone()
     }
 
+    fn concurrency(&self) -> usize {
+        self.inner.concurrency()
+    }
+
     fn answer_settings(&self) -> Value {
         self.settings.clone()
     }

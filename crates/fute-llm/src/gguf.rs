@@ -16,14 +16,19 @@ use candle_transformers::models::quantized_llama::ModelWeights;
 use sha2::{Digest, Sha256};
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Mutex, MutexGuard, OnceLock};
 
 /// A `.gguf` model run on candle's CPU device: llama architecture (e.g.
 /// SmolLM2-135M-Instruct) or Gemma 3 (e.g. Gemma-3-270M). By default its
 /// weights are expanded to f32 once, into a [`DenseModel`] ([`crate::DenseLlama`]
-/// or [`crate::DenseGemma3`]) that scores and generates through a [`KvCache`] (a prompt
-/// sharing its start with the previous call runs only the part that differs)
-/// and scores a whole text in one pass for perplexity. With
+/// or [`crate::DenseGemma3`]) that scores and generates through [`KvCache`]s (a prompt
+/// sharing its start with an earlier call runs only the part that differs)
+/// and scores a whole text in one pass for perplexity.
+///
+/// Calls may run concurrently ([`GgufOptions::workers`] of them to good
+/// effect, see [`LlmBackend::concurrency`]): they share the one copy of the
+/// weights, and each takes a KV cache of its own from a pool, the one whose
+/// tokens share the longest start with its prompt. With
 /// `dequantize: false` scoring and generation run candle's `quantized_llama`
 /// on the file's own quantization (the dense model is then built on first
 /// perplexity; llama architecture only).
@@ -37,7 +42,9 @@ pub struct GgufBackend {
     hash: String,
     tokenizer: GgufTokenizer,
     template: ChatTemplate,
-    model: Mutex<Engine>,
+    model: Engine,
+    /// Calls the backend runs at once to good effect.
+    workers: usize,
     /// The weights in f32 (4 bytes per weight): built at load when
     /// dequantizing, else on first perplexity.
     dense: OnceLock<DenseModel>,
@@ -56,10 +63,32 @@ impl std::fmt::Debug for GgufBackend {
 
 /// What runs scoring and generation.
 enum Engine {
-    /// candle's `quantized_llama` on the file's quantization, with its own cache.
-    Quantized(Box<ModelWeights>),
-    /// [`GgufBackend::dense`] with the keys and values of the last call.
-    Dense(KvCache),
+    /// candle's `quantized_llama` on the file's quantization, with its own
+    /// cache: one call at a time.
+    Quantized(Mutex<Box<ModelWeights>>),
+    /// [`GgufBackend::dense`] with a pool of KV caches (at most one per call
+    /// that ran at the same time as others), each holding the keys and values
+    /// of the last call that used it.
+    Dense(Mutex<Vec<KvCache>>),
+}
+
+/// One call's hold on the engine: the quantized model, or a KV cache taken
+/// from the pool (put back when the session ends).
+enum Session<'a> {
+    Quantized(MutexGuard<'a, Box<ModelWeights>>),
+    Dense {
+        cache: KvCache,
+        pool: &'a Mutex<Vec<KvCache>>,
+    },
+}
+
+impl Drop for Session<'_> {
+    fn drop(&mut self) {
+        if let Session::Dense { cache, pool } = self {
+            let cache = std::mem::take(cache);
+            pool.lock().unwrap_or_else(|p| p.into_inner()).push(cache);
+        }
+    }
 }
 
 /// How a GGUF file is loaded.
@@ -71,11 +100,21 @@ pub struct GgufOptions {
     /// the file's own quantization, the arithmetic llama.cpp uses. The choice is
     /// part of the model hash, so cached calls never mix the two.
     pub dequantize: bool,
+    /// Calls to run at once ([`LlmBackend::concurrency`]; at least 1): each
+    /// on a core of its own, over the one copy of the weights. Default: the
+    /// CPUs this process may use. Only the dequantized engine runs calls
+    /// concurrently (the quantized one has a single cache). Not part of the
+    /// model hash: results differ from one worker's only by float rounding
+    /// (a cache may reuse a prompt's start at another position).
+    pub workers: usize,
 }
 
 impl Default for GgufOptions {
     fn default() -> Self {
-        GgufOptions { dequantize: true }
+        GgufOptions {
+            dequantize: true,
+            workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        }
     }
 }
 
@@ -141,7 +180,7 @@ impl GgufBackend {
                 DenseModel::from_gguf(&content, &mut file, &device)
                     .map_err(|e| model_err(e.to_string()))?,
             );
-            Engine::Dense(KvCache::default())
+            Engine::Dense(Mutex::new(Vec::new()))
         } else if arch != "llama" {
             // candle's quantized_gemma3 (0.11.1) uses SiLU where Gemma 3 has
             // GeLU-tanh, so only the dense pass runs other architectures.
@@ -149,10 +188,10 @@ impl GgufBackend {
                 "architecture `{arch}` runs only with its weights expanded to f32 (dequantize); the quantized path is llama-only"
             )));
         } else {
-            Engine::Quantized(Box::new(
+            Engine::Quantized(Mutex::new(Box::new(
                 ModelWeights::from_gguf(content, &mut file, &device)
                     .map_err(|e| model_err(e.to_string()))?,
-            ))
+            )))
         };
         let hash = if options.dequantize {
             format!("{hash}+f32")
@@ -175,7 +214,12 @@ impl GgufBackend {
             hash,
             tokenizer,
             template,
-            model: Mutex::new(model),
+            workers: if options.dequantize {
+                options.workers.max(1)
+            } else {
+                1
+            },
+            model,
             dense,
             device,
             stop_ids,
@@ -227,16 +271,32 @@ impl GgufBackend {
         Error::Inference(e.to_string())
     }
 
+    /// A hold on the engine for one call whose prompt is `prompt`: the
+    /// quantized model (waiting for other calls), or the pooled KV cache whose
+    /// tokens share the longest start with `prompt` (an empty one when the
+    /// pool is empty because every cache is in use).
+    fn session(&self, prompt: &[u32]) -> Session<'_> {
+        match &self.model {
+            Engine::Quantized(m) => Session::Quantized(m.lock().unwrap_or_else(|p| p.into_inner())),
+            Engine::Dense(pool) => {
+                let mut caches = pool.lock().unwrap_or_else(|p| p.into_inner());
+                let best = (0..caches.len()).max_by_key(|&i| caches[i].common_prefix(prompt));
+                let cache = best.map(|i| caches.swap_remove(i)).unwrap_or_default();
+                Session::Dense { cache, pool }
+            }
+        }
+    }
+
     /// Runs `tokens` starting at position `pos` (0 starts a new sequence) and
     /// returns the logits after the last one.
     ///
-    /// The dense engine keeps the keys and values of the previous sequence: a
-    /// new one runs only from where it first differs (the prompts of one set
-    /// share system message, instruction and template head), with the same
-    /// result as running it whole up to float rounding.
-    fn forward(&self, engine: &mut Engine, tokens: &[u32], pos: usize) -> Result<Vec<f32>> {
-        let cache = match engine {
-            Engine::Quantized(model) => {
+    /// The dense engine's cache keeps the keys and values of the previous
+    /// sequence that used it: a new one runs only from where it first differs
+    /// (the prompts of one set share system message, instruction and template
+    /// head), with the same result as running it whole up to float rounding.
+    fn forward(&self, session: &mut Session, tokens: &[u32], pos: usize) -> Result<Vec<f32>> {
+        let cache = match session {
+            Session::Quantized(model) => {
                 let input = Tensor::new(tokens, &self.device)
                     .and_then(|t| t.unsqueeze(0))
                     .map_err(Self::infer_err)?;
@@ -247,7 +307,7 @@ impl GgufBackend {
                     .and_then(|t| t.to_vec1::<f32>())
                     .map_err(Self::infer_err);
             }
-            Engine::Dense(cache) => cache,
+            Session::Dense { cache, .. } => cache,
         };
         if tokens.is_empty() {
             return Err(Error::Invalid("no tokens to run".into()));
@@ -309,8 +369,8 @@ impl GgufBackend {
     /// # Errors
     /// Inference failures.
     pub fn last_logits(&self, tokens: &[u32]) -> Result<Vec<f32>> {
-        let mut model = self.model.lock().unwrap_or_else(|p| p.into_inner());
-        self.forward(&mut model, tokens, 0)
+        let mut session = self.session(tokens);
+        self.forward(&mut session, tokens, 0)
     }
 
     /// Token ids of `text` (literal) for perplexity: BOS first when asked.
@@ -340,10 +400,10 @@ impl GgufBackend {
     /// As [`LlmBackend::perplexity`].
     pub fn perplexity_stepwise(&self, text: &str, add_bos: bool) -> Result<Perplexity> {
         let ids = self.perplexity_ids(text, add_bos)?;
-        let mut model = self.model.lock().unwrap_or_else(|p| p.into_inner());
+        let mut session = self.session(&[]);
         let mut logprobs = Vec::with_capacity(ids.len() - 1);
         for pos in 0..ids.len() - 1 {
-            let logits = self.forward(&mut model, &ids[pos..pos + 1], pos)?;
+            let logits = self.forward(&mut session, &ids[pos..pos + 1], pos)?;
             let lp = log_softmax(&logits);
             logprobs.push(lp[ids[pos + 1] as usize] as f64);
         }
@@ -371,8 +431,8 @@ impl GgufBackend {
     /// # Errors
     /// Inference failures.
     pub fn greedy_ids(&self, prompt: &[u32], max_tokens: usize) -> Result<Vec<u32>> {
-        let mut model = self.model.lock().unwrap_or_else(|p| p.into_inner());
-        let mut logits = self.forward(&mut model, prompt, 0)?;
+        let mut session = self.session(prompt);
+        let mut logits = self.forward(&mut session, prompt, 0)?;
         let mut pos = prompt.len();
         let mut out = Vec::new();
         while out.len() < max_tokens {
@@ -381,7 +441,7 @@ impl GgufBackend {
                 break;
             }
             out.push(next);
-            logits = self.forward(&mut model, &[next], pos)?;
+            logits = self.forward(&mut session, &[next], pos)?;
             pos += 1;
         }
         Ok(out)
@@ -428,6 +488,10 @@ fn top_k(values: &[f32], k: usize) -> Vec<(u32, f32)> {
 }
 
 impl LlmBackend for GgufBackend {
+    fn concurrency(&self) -> usize {
+        self.workers
+    }
+
     fn identity(&self) -> BackendIdentity {
         BackendIdentity {
             kind: "gguf".into(),
@@ -448,8 +512,8 @@ impl LlmBackend for GgufBackend {
 
     fn score_answer(&self, messages: &[ChatMessage], query: &ScoreQuery) -> Result<AnswerScores> {
         let prompt = self.prompt_ids(messages)?;
-        let mut model = self.model.lock().unwrap_or_else(|p| p.into_inner());
-        let first = self.forward(&mut model, &prompt, 0)?;
+        let mut session = self.session(&prompt);
+        let first = self.forward(&mut session, &prompt, 0)?;
         let found = crate::logits::answer_step(
             &prompt,
             first,
@@ -457,9 +521,9 @@ impl LlmBackend for GgufBackend {
             query.logits_processing,
             |id| self.stop_ids.contains(&id),
             |id| self.tokenizer.decode(&[id]),
-            |id, pos| self.forward(&mut model, &[id], pos),
+            |id, pos| self.forward(&mut session, &[id], pos),
         )?;
-        drop(model);
+        drop(session);
         let (step, greedy, logits) = (found.step, found.texts, found.logits);
         let (kind, scores) = if query.raw_logits {
             (ScoreKind::Logits, logits)
@@ -509,8 +573,8 @@ impl LlmBackend for GgufBackend {
 
     fn generate(&self, messages: &[ChatMessage], options: &GenerateOptions) -> Result<Generation> {
         let prompt = self.prompt_ids(messages)?;
-        let mut model = self.model.lock().unwrap_or_else(|p| p.into_inner());
-        let mut logits = self.forward(&mut model, &prompt, 0)?;
+        let mut session = self.session(&prompt);
+        let mut logits = self.forward(&mut session, &prompt, 0)?;
         let mut pos = prompt.len();
         let mut ids = Vec::new();
         let mut finish = "length";
@@ -539,7 +603,7 @@ impl LlmBackend for GgufBackend {
             if ids.len() == options.max_tokens {
                 break;
             }
-            logits = self.forward(&mut model, &[next], pos)?;
+            logits = self.forward(&mut session, &[next], pos)?;
             pos += 1;
         }
         Ok(Generation {

@@ -233,14 +233,14 @@ mod tests {
         AnswerScores, BackendIdentity, CandidateScore, Generation, Perplexity, TokenScore,
     };
     use crate::chat::{ChatMessage, Role};
-    use std::cell::RefCell;
+    use std::sync::Mutex;
 
     /// Answers every query with fixed first-token scores per word.
     struct Scripted {
         kind: ScoreKind,
         scores: Vec<(&'static str, Option<f32>)>,
         floor: Option<f32>,
-        seen: RefCell<Vec<Vec<ChatMessage>>>,
+        seen: Mutex<Vec<Vec<ChatMessage>>>,
     }
 
     impl LlmBackend for Scripted {
@@ -262,7 +262,7 @@ mod tests {
             messages: &[ChatMessage],
             query: &ScoreQuery,
         ) -> Result<AnswerScores> {
-            self.seen.borrow_mut().push(messages.to_vec());
+            self.seen.lock().unwrap().push(messages.to_vec());
             if query.raw_logits && self.kind != ScoreKind::Logits {
                 return Err(Error::Invalid("no logits".into()));
             }
@@ -292,7 +292,7 @@ mod tests {
             })
         }
         fn generate(&self, messages: &[ChatMessage], _: &GenerateOptions) -> Result<Generation> {
-            self.seen.borrow_mut().push(messages.to_vec());
+            self.seen.lock().unwrap().push(messages.to_vec());
             Ok(Generation {
                 text: "It is good.".into(),
                 n_tokens: 4,
@@ -316,7 +316,7 @@ mod tests {
             kind,
             scores,
             floor,
-            seen: RefCell::new(Vec::new()),
+            seen: Mutex::new(Vec::new()),
         }
     }
 
@@ -445,7 +445,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(d.reasoning.as_deref(), Some("It is good."));
-        let seen = b.seen.borrow();
+        let seen = b.seen.lock().unwrap();
         assert_eq!(seen.len(), 2);
         assert!(seen[0][0].content.contains("Reason step by step"));
         let round2 = &seen[1];

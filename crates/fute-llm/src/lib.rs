@@ -29,6 +29,7 @@ pub mod label;
 pub mod llama;
 pub mod logits;
 pub mod mock;
+pub mod parallel;
 pub mod prompts;
 mod spm;
 pub mod surface;

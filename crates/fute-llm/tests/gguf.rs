@@ -3,6 +3,7 @@
 
 use fute_core::testing::real_asset;
 use fute_llm::gguf::SMOLLM2_FILE;
+use fute_llm::parallel::map_calls;
 use fute_llm::{
     label_distribution, ChatMessage, GgufBackend, GgufOptions, LabelSettings, LlmBackend,
     PromptInput, PromptSet, ScoreKind, ScoreQuery,
@@ -26,7 +27,10 @@ fn smollm2_quantized() -> Option<&'static GgufBackend> {
     MODEL
         .get_or_init(|| {
             let dir = real_asset("smollm2")?;
-            let options = GgufOptions { dequantize: false };
+            let options = GgufOptions {
+                dequantize: false,
+                ..GgufOptions::default()
+            };
             Some(GgufBackend::load_with(dir.join(SMOLLM2_FILE), &options).expect("load SmolLM2"))
         })
         .as_ref()
@@ -366,4 +370,62 @@ fn perplexity_refuses_texts_longer_than_the_context() {
     let text = " a".repeat(context + 10);
     let err = model.perplexity(&text, false).unwrap_err().to_string();
     assert!(err.contains("longer than the model's context"), "{err}");
+}
+
+/// Issue 13: calls run at once (one worker per core, each with a KV cache of
+/// its own from the pool, over the one copy of the weights) give what one call
+/// at a time gives. The only difference allowed is float rounding where a
+/// cache reuses a prompt start at another position (a one-pass run and a
+/// cached continuation differ by < 3e-4 in a logit, see above), so
+/// probabilities agree to 5e-4 and predictions and greedy tokens exactly.
+#[test]
+fn concurrent_label_distributions_equal_one_call_at_a_time() {
+    let Some(model) = smollm2() else { return };
+    let set = PromptSet::builtin("sa").unwrap();
+    let texts = [
+        "A wonderful film, I loved every minute of it.",
+        "Dull, predictable and far too long.",
+        "The plot made no sense, but the acting was great.",
+        "I would happily watch it again tomorrow.",
+        "The worst two hours I have spent in a cinema.",
+    ];
+    // Two vanilla prompts and a chain-of-thought one (prompt 10: generation too).
+    let calls: Vec<(usize, PromptInput)> = [0usize, 4, 10]
+        .iter()
+        .flat_map(|&p| texts.iter().map(move |t| (p, PromptInput::text(*t))))
+        .collect();
+    let settings = LabelSettings {
+        cot_max_tokens: 8,
+        ..LabelSettings::default()
+    };
+    let run = |workers: usize| {
+        map_calls(
+            workers,
+            &calls,
+            |_, (p, x)| label_distribution(model, &set, *p, x, &settings),
+            &mut |_, _| {},
+        )
+        .unwrap()
+    };
+    let one = run(1);
+    let two = run(2);
+    for (i, (a, b)) in one.iter().zip(&two).enumerate() {
+        assert_eq!(a.predicted, b.predicted, "call {i}");
+        assert_eq!(a.greedy, b.greedy, "call {i}");
+        assert_eq!(a.reasoning, b.reasoning, "call {i}");
+        for (p, q) in a.probs.iter().zip(&b.probs) {
+            assert!((p - q).abs() < 5e-4, "call {i}: {p} vs {q}");
+        }
+    }
+    // And perplexities (one dense pass each, no cache): identical.
+    let ppl = |workers: usize| {
+        map_calls(
+            workers,
+            &texts,
+            |_, t| model.perplexity(t, true).map(|p| p.ppl),
+            &mut |_, _| {},
+        )
+        .unwrap()
+    };
+    assert_eq!(ppl(1), ppl(2));
 }

@@ -372,7 +372,10 @@ fn a_gemma3_file_is_prompted_completion_style_and_runs_only_dense() {
     assert_eq!(model.render_chat(&chat, true).unwrap(), "ab cd\nAnswer:\n");
     let err = GgufBackend::load_with(
         dir.path().join("tiny-gemma3.gguf"),
-        &GgufOptions { dequantize: false },
+        &GgufOptions {
+            dequantize: false,
+            ..GgufOptions::default()
+        },
     )
     .unwrap_err()
     .to_string();

@@ -247,10 +247,12 @@ pub fn evaluate_dataset(
             report(format!(
                 "{name}: SPELL perplexities, prompt {p}/{n_prompts}"
             ));
-            let ppl = inputs[..k]
-                .iter()
-                .map(|x| prompted(p).prompt_perplexity(x))
-                .collect::<anyhow::Result<Vec<f64>>>()?;
+            let ppl = fute_llm::parallel::map_calls(
+                backend.concurrency(),
+                &inputs[..k],
+                |_, x| prompted(p).prompt_perplexity(x),
+                &mut |_, _| {},
+            )?;
             spell.push(ps::spell(&ppl)?);
         }
         scores.push(("SPELL".into(), spell));

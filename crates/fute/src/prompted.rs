@@ -9,6 +9,7 @@ use crate::probe::{ProbeHead, ProbeSet, ProbeTargets};
 use anyhow::Context as _;
 use fute_core::dataset::{Dataset, Target, TaskSchema};
 use fute_core::embedding::{Subject, SubjectKind};
+use fute_llm::parallel::map_calls;
 use fute_llm::{
     label_distribution, LabelDistribution, LabelSettings, LlmBackend, PromptInput, PromptSet,
 };
@@ -113,25 +114,29 @@ impl PromptedLlm<'_> {
         ])
     }
 
-    /// The label distribution of every input; `progress(done, total)` after each.
+    /// The label distribution of every input, [`LlmBackend::concurrency`]
+    /// inputs at a time ([`fute_llm::parallel::map_calls`]: both cores busy
+    /// with a local model); `progress(done, total)` after each.
     ///
     /// # Errors
-    /// Backend failures, and [`fute_llm::Error::Invalid`] when on most inputs
-    /// no label could be scored (see [`fute_llm::Unscored::check`]).
+    /// Backend failures (of the first failing input), and
+    /// [`fute_llm::Error::Invalid`] when on most inputs no label could be
+    /// scored (see [`fute_llm::Unscored::check`]).
     pub fn distributions(
         &self,
         inputs: &[Vec<String>],
         progress: &mut dyn FnMut(usize, usize),
     ) -> anyhow::Result<Vec<LabelDistribution>> {
-        let mut out = Vec::with_capacity(inputs.len());
-        progress(0, inputs.len());
-        for (i, segments) in inputs.iter().enumerate() {
-            let input = self.input(segments)?;
-            let d = label_distribution(self.backend, self.set, self.prompt, &input, self.settings)
-                .with_context(|| format!("{} on input {i}", self.name()))?;
-            out.push(d);
-            progress(i + 1, inputs.len());
-        }
+        let out = map_calls(
+            self.backend.concurrency(),
+            inputs,
+            |i, segments| -> anyhow::Result<LabelDistribution> {
+                let input = self.input(segments)?;
+                label_distribution(self.backend, self.set, self.prompt, &input, self.settings)
+                    .with_context(|| format!("{} on input {i}", self.name()))
+            },
+            progress,
+        )?;
         // Uniform distributions from unmatched verbalisers would pass as results.
         let example = out
             .iter()

@@ -21,7 +21,9 @@ fute, then the peer, on the same token ids):
                              PEFT training steps (16 positions; LoRA r=8 on query/value), 3 steps
   textemb-b32                eval forward + masked mean pooling, 3 batches of 32
   llm-labels, llm-perplexity SmolLM2, 13 sentiment prompts x --llm-inputs reviews (48 words each);
-                             chain-of-thought round 1 capped at 24 tokens
+                             chain-of-thought round 1 capped at 24 tokens; fute runs THREADS calls
+                             at once (then the same calls one at a time, in the note), the server
+                             one request at a time on its own threads
 Arch rows (opt-in: --arch-rows, or --only arch / --only ID; one folder per architecture, config.json + model.safetensors written by fute to a temp folder, which fute and the peer both load; seeded random token ids, B=8, T=128, 2 labels):
   arch-ARCH-train-b8              full fine-tuning step, 2 steps after 1 warm-up
   arch-ARCH-fisher-per-batch-b8   per-batch Fisher, all encoder/decoder parameters, 16 examples
@@ -43,7 +45,8 @@ pub struct BenchArgs {
     /// URL of a llama.cpp (OpenAI-compatible) server serving the packaged SmolLM2 GGUF.
     #[arg(long, value_name = "URL")]
     llm_server: Option<String>,
-    /// Threads of each side: fute's matmul pool and Fisher workers, torch's intra-op threads.
+    /// Threads of each side: fute's matmul pool, Fisher workers and GGUF backend workers
+    /// (LLM calls at once), torch's intra-op threads.
     #[arg(long, default_value_t = 2)]
     threads: usize,
     /// Only these rows (comma-separated ids; see below).

@@ -64,6 +64,11 @@ pub struct LlmArgs {
     /// Keep the file's quantized weights (llama.cpp's arithmetic; ~10× slower on CPU for Q4_1).
     #[arg(long)]
     pub native_quant: bool,
+    /// Calls the local LLM runs at once (gguf backend), each on its own core over
+    /// one copy of the weights, with a KV cache of its own [default: the CPUs
+    /// available]. 1 runs them one after another.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub llm_workers: Option<u64>,
     /// Server base URL (http backend), e.g. http://127.0.0.1:8080.
     #[arg(long, required_if_eq("backend", "http"))]
     pub url: Option<String>,
@@ -120,6 +125,9 @@ impl LlmArgs {
                     &path,
                     &GgufOptions {
                         dequantize: !self.native_quant,
+                        workers: self
+                            .llm_workers
+                            .map_or(GgufOptions::default().workers, |n| n as usize),
                     },
                 )?;
                 pb.finish_and_clear();

@@ -3,11 +3,16 @@
 //! backend and, as the peer, through a llama.cpp server (fute's HTTP backend:
 //! the same requests, the server's arithmetic).
 //!
+//! fute runs `--threads` calls at once (one worker per core, each with its own
+//! KV cache over one copy of the weights); the server gets one request at a
+//! time and runs it on its own `--n_threads` threads.
+//!
 //! Chain-of-thought prompts generate at most [`COT_TOKENS`] tokens in round 1
 //! (both sides), so the row measures scoring, not long generations.
 
 use std::path::Path;
 
+use fute_llm::parallel::map_calls;
 use fute_llm::{
     label_distribution, GgufTokenizer, HttpBackend, HttpConfig, LabelSettings, LlmBackend,
     PromptInput, PromptSet,
@@ -52,10 +57,12 @@ fn calls(set: &PromptSet, texts: &[String]) -> Vec<(usize, PromptInput)> {
         .collect()
 }
 
-/// Runs an LLM row on `backend` (fute's GGUF backend or the server peer).
+/// Runs an LLM row on `backend` (fute's GGUF backend or the server peer),
+/// `workers` calls at a time ([`LlmBackend::concurrency`] normally).
 pub fn run(
     w: &Workload,
     backend: &dyn LlmBackend,
+    workers: usize,
     set: &PromptSet,
     texts: &[String],
 ) -> anyhow::Result<Measurement> {
@@ -78,14 +85,11 @@ pub fn run(
         }
         Ok(())
     };
-    for c in all.iter().rev().take(w.warmup) {
-        one(c)?;
-    }
+    let warmup: Vec<&(usize, PromptInput)> = all.iter().rev().take(w.warmup).collect();
+    map_calls(workers, &warmup, |_, c| one(c), &mut |_, _| {})?;
     measure(
         || {
-            for c in &timed {
-                one(c)?;
-            }
+            map_calls(workers, &timed, |_, c| one(c), &mut |_, _| {})?;
             Ok(())
         },
         timed.len(),

@@ -22,6 +22,7 @@ pub mod report;
 
 use std::time::Instant;
 
+use fute_llm::LlmBackend;
 use serde::{Deserialize, Serialize};
 
 pub use report::{BenchReport, Measurement, Row};
@@ -200,7 +201,7 @@ pub struct BenchOptions {
     pub reviews: std::path::PathBuf,
     /// The SmolLM2 `.gguf` file; `None` skips the LLM rows.
     pub gguf: Option<std::path::PathBuf>,
-    /// Threads of each side (fute's rayon pool and Fisher workers; torch intra-op).
+    /// Threads of each side (fute's rayon pool, Fisher workers and GGUF workers; torch intra-op).
     pub threads: usize,
     /// Python with torch + transformers for the peer.
     pub peer_python: Option<std::path::PathBuf>,
@@ -337,6 +338,7 @@ pub fn run(opts: &BenchOptions, progress: &mut dyn FnMut(&str)) -> anyhow::Resul
             }
         ));
         let mut notes = Vec::new();
+        let mut workers_note = None;
         let (fute, peer) = if w.arch.is_some() {
             let (_, dir, ids) = arch_model.as_ref().expect("prepared above");
             let f = arch::run(&w, dir, ids, opts.threads)?;
@@ -368,7 +370,13 @@ pub fn run(opts: &BenchOptions, progress: &mut dyn FnMut(&str)) -> anyhow::Resul
             if let (None, Some(path)) = (&gguf_backend, &opts.gguf) {
                 let before = machine::rss_mib();
                 progress(&format!("loading {}", path.display()));
-                gguf_backend = Some(fute_llm::GgufBackend::load(path)?);
+                gguf_backend = Some(fute_llm::GgufBackend::load_with(
+                    path,
+                    &fute_llm::GgufOptions {
+                        workers: opts.threads.max(1),
+                        ..Default::default()
+                    },
+                )?);
                 llm_rss_mib = machine::rss_mib().zip(before).map(|(a, b)| a - b);
             }
             match &gguf_backend {
@@ -377,9 +385,21 @@ pub fn run(opts: &BenchOptions, progress: &mut dyn FnMut(&str)) -> anyhow::Resul
                     (None, None)
                 }
                 Some(g) => {
-                    let f = llm::run(&w, g, &prompt_set, &texts)?;
+                    // As many calls at once as the backend runs well (fute: one per
+                    // `--threads`; the server: 1, its own threads run each request).
+                    let f = llm::run(&w, g, g.concurrency(), &prompt_set, &texts)?;
+                    if g.concurrency() > 1 {
+                        // The same calls one at a time, for the workers' share of the speed.
+                        let one = llm::run(&w, g, 1, &prompt_set, &texts)?;
+                        workers_note = Some(format!(
+                            "fute one call at a time: {:.2} ex/s ({} workers: {:.2}x that)",
+                            one.per_second(),
+                            g.concurrency(),
+                            f.per_second() / one.per_second()
+                        ));
+                    }
                     let p = match &server {
-                        Some(s) => match llm::run(&w, s, &prompt_set, &texts) {
+                        Some(s) => match llm::run(&w, s, s.concurrency(), &prompt_set, &texts) {
                             Ok(m) => Some(m),
                             Err(e) => {
                                 notes.push(format!("server: {e}"));
@@ -402,6 +422,7 @@ pub fn run(opts: &BenchOptions, progress: &mut dyn FnMut(&str)) -> anyhow::Resul
                 .into(),
             );
         }
+        notes.extend(workers_note);
         let row = Row {
             workload: w,
             fute,
