@@ -342,6 +342,17 @@ fn killed_run_resumes_to_a_byte_identical_matrix() {
         out.contains("FUTE + TaskEmb") && out.contains("TextEmb"),
         "{out}"
     );
+
+    // A results folder kept without its models: refused before any DTE is trained.
+    let bare = ws.path().join("bare");
+    std::fs::create_dir_all(&bare).unwrap();
+    std::fs::copy(run.join("matrix.json"), bare.join("matrix.json")).unwrap();
+    let mut args = scores_args.to_vec();
+    args[2] = bare.to_str().unwrap();
+    user_error(
+        &fute(ws.path(), &args),
+        &["needs the source models", "fute transfer run"],
+    );
 }
 
 #[test]

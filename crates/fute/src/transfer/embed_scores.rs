@@ -77,6 +77,24 @@ pub fn embedding_scores(
     } else {
         0
     };
+    if cfg.method.uses_targets() {
+        // Checked before any DTE is trained: a folder without models fails at once.
+        for &seed in &m.settings.seeds {
+            for t in &m.tasks {
+                let dir = source_model_dir(run_dir, &source_job_id(&t.name, seed));
+                if !dir.join("config.json").is_file() {
+                    return Err(super::invalid(format!(
+                        "{} needs the source models, but {} holds none; run `fute transfer \
+                         run {}` first (its source jobs save them there). A results folder \
+                         kept without its models can only be re-scored from scores files.",
+                        cfg.row,
+                        dir.display(),
+                        run_dir.display()
+                    )));
+                }
+            }
+        }
+    }
     let mut done = 0;
     let mut dtes = BTreeMap::new();
     let mut datasets = BTreeMap::new();
