@@ -57,6 +57,9 @@ pub struct SubjectModel {
     /// A classifier's label names by output index (`config.json`'s `id2label`;
     /// `None` when it names none): the order of its output distributions.
     pub labels: Option<Vec<String>>,
+    /// Its architecture, `config.json`'s `model_type` (`bert`, `llama`, …): kept with its
+    /// MTEs so that a map of several architectures can tell them apart.
+    pub model_type: String,
     model: Box<dyn TaskModel>,
     tokenizer: TextTokenizer,
 }
@@ -87,10 +90,10 @@ impl SubjectModel {
         } else {
             record.as_ref().and_then(|r| r.input)
         };
+        let cfg_path = dir.join("config.json");
+        let (raw, arch) = models::read_config(&cfg_path)?;
         let labels = match head {
             HeadSpec::Classification { .. } => {
-                let cfg_path = dir.join("config.json");
-                let (raw, _) = models::read_config(&cfg_path)?;
                 crate::finetune::labels::model_label_names(&raw, &cfg_path)?
             }
             _ => None,
@@ -102,6 +105,7 @@ impl SubjectModel {
             input,
             train_examples: record.and_then(|r| r.train_examples),
             labels,
+            model_type: arch.model_type.to_owned(),
             model,
             tokenizer,
         })

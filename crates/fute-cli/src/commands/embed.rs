@@ -513,6 +513,7 @@ pub fn run(ctx: &Context, cmd: EmbedCmd) -> anyhow::Result<()> {
                     ("corpus_name".into(), Value::from(corpus.clone())),
                     ("model_hash".into(), Value::from(model.hash.clone())),
                     ("model_input".into(), Value::from(model.input()?.name())),
+                    ("model_type".into(), Value::from(model.model_type.clone())),
                 ]);
                 if let Some(n) = model.train_examples {
                     extra.insert("train_examples".into(), Value::from(n));

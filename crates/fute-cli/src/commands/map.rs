@@ -126,7 +126,15 @@ pub fn points_table(map: &TaskMap) -> Table {
             map.points.len(),
             if map.centred { "centred" } else { "plain" }
         ),
-        &["label", "kind", "class", "id", "nearest", "cosine"],
+        &[
+            "label",
+            "kind",
+            "class",
+            "architecture",
+            "id",
+            "nearest",
+            "cosine",
+        ],
     );
     for (i, p) in map.points.iter().enumerate() {
         let (nn, c) = map.neighbours[i]
@@ -138,6 +146,7 @@ pub fn points_table(map: &TaskMap) -> Table {
             p.label.clone(),
             p.marker.describe().into(),
             p.class.as_str().into(),
+            p.architecture.clone().unwrap_or_default(),
             p.id.clone(),
             nn,
             c,

@@ -41,6 +41,9 @@ pub struct MapPoint {
     pub marker: Marker,
     /// Embedding method (`fim`, `prefix`, …).
     pub method: String,
+    /// A fine-tuned model's architecture (`config.json`'s `model_type`: `bert`,
+    /// `llama`, …); `None` for datasets and prompted LLMs, or when unknown.
+    pub architecture: Option<String>,
 }
 
 /// Options of [`TaskMap::build`].
@@ -170,10 +173,12 @@ impl TaskMap {
         }
     }
 
-    /// The points and both layouts as CSV (`id,label,subject,kind,class,marker,method,pca_x,pca_y,tsne_x,tsne_y`).
+    /// The points and both layouts as CSV
+    /// (`id,label,subject,kind,class,marker,method,pca_x,pca_y,tsne_x,tsne_y,architecture`).
     pub fn to_csv(&self) -> String {
-        let mut out =
-            String::from("id,label,subject,kind,class,marker,method,pca_x,pca_y,tsne_x,tsne_y\n");
+        let mut out = String::from(
+            "id,label,subject,kind,class,marker,method,pca_x,pca_y,tsne_x,tsne_y,architecture\n",
+        );
         for (i, p) in self.points.iter().enumerate() {
             let (tx, ty) = self
                 .tsne
@@ -193,6 +198,7 @@ impl TaskMap {
                 self.pca[i][1].to_string(),
                 tx,
                 ty,
+                p.architecture.clone().unwrap_or_default(),
             ];
             let row: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
             out.push_str(&row.join(","));
@@ -245,9 +251,22 @@ pub fn describe(records: &[EmbeddingRecord], workspace: Option<&Workspace>) -> V
                 class,
                 marker,
                 method: r.meta.space.method.clone(),
+                architecture: architecture(r),
             }
         })
         .collect();
+    // Models of several architectures on one map: say each one's beside its name.
+    let archs: std::collections::BTreeSet<&str> = points
+        .iter()
+        .filter_map(|p| p.architecture.as_deref())
+        .collect();
+    if archs.len() > 1 {
+        for p in &mut points {
+            if let Some(a) = &p.architecture {
+                p.label = format!("{} [{a}]", p.label);
+            }
+        }
+    }
     // A DTE and the MTE of a model named after the same dataset share a name: say which is which.
     let mut count: BTreeMap<String, usize> = BTreeMap::new();
     for p in &points {
@@ -267,6 +286,21 @@ pub fn describe(records: &[EmbeddingRecord], workspace: Option<&Workspace>) -> V
         }
     }
     points
+}
+
+/// A fine-tuned model's architecture: the `model_type` recorded with its MTE, else
+/// the one in its folder's `config.json` (MTEs stored before it was recorded).
+fn architecture(rec: &EmbeddingRecord) -> Option<String> {
+    if rec.meta.subject.kind != SubjectKind::Model {
+        return None;
+    }
+    if let Some(t) = rec.meta.extra.get("model_type").and_then(|v| v.as_str()) {
+        return Some(t.to_owned());
+    }
+    let text =
+        std::fs::read_to_string(Path::new(&rec.meta.subject.name).join("config.json")).ok()?;
+    let cfg: serde_json::Value = serde_json::from_str(&text).ok()?;
+    cfg["model_type"].as_str().map(str::to_owned)
 }
 
 /// A model folder's last path component; a prompted LLM's model cut to its first word

@@ -22,7 +22,7 @@ pub fn html(m: &MapBlock, index: usize) -> String {
                 "class": p.class.as_str(), "classText": p.class.describe(),
                 "colour": format!("#{:02x}{:02x}{:02x}", c.0, c.1, c.2),
                 "marker": p.marker.key(), "markerText": p.marker.describe(), "markerShort": p.marker.short(),
-                "method": p.method,
+                "method": p.method, "architecture": p.architecture,
             })
         })
         .collect();
@@ -106,7 +106,7 @@ pub const SCRIPT: &str = r##"
       var p = data.points[i];
       tip.textContent = "";
       var b = document.createElement("b"); b.textContent = p.label; tip.appendChild(b);
-      [["subject", p.subject], ["kind", p.markerText], ["class", p.classText], ["method", p.method], ["id", p.id]].forEach(function (kv) {
+      [["subject", p.subject], ["kind", p.markerText], ["class", p.classText], ["method", p.method]].concat(p.architecture ? [["architecture", p.architecture]] : [], [["id", p.id]]).forEach(function (kv) {
         var d = document.createElement("div"); d.textContent = kv[0] + ": " + kv[1]; tip.appendChild(d);
       });
       var h = document.createElement("div"); h.textContent = "nearest (" + (data.centred ? "centred " : "") + "cosine):"; tip.appendChild(h);

@@ -289,6 +289,7 @@ pub(crate) fn model_embeddings(
                         ("corpus_name".into(), Value::from(u.card.name.clone())),
                         ("source_dataset".into(), Value::from(s.dataset)),
                         ("dataset_examples".into(), Value::from(s.dataset_examples)),
+                        ("model_type".into(), Value::from(model.model_type.clone())),
                     ]),
                 },
                 &mut |m| pb.set_message(format!("{row} MTE of the {} model: {m}", s.dataset)),
