@@ -71,8 +71,19 @@ say "1. assets (fetched once, checksummed) and the corpus U"
 fute assets fetch --all >&2
 fute corpus build "$CORPUS" --per-source 200 --max-total "$U_N" --seed "$SEED" >&2
 
-# 2. Fine-tune each architecture on each source dataset; a finished folder is kept.
-model_dir() { echo "$MODELS/$2-$1"; } # dataset, arch
+# 2. Fine-tune each architecture on each source dataset. A finished folder is kept and
+# reused; its parent folder is named after every setting of its training, so a run with
+# other settings trains afresh instead of reusing a model made with the old ones.
+tag() { printf '%s' "$*" | sha256sum | cut -c1-10; }
+MINILM_TAG="minilm-$(tag "$TRAIN_N $MINILM_EPOCHS $MINILM_LR 16 $MAX_LEN $SEED")"
+SMOL_TAG="smollm2-$(tag "$TRAIN_N $SMOL_EPOCHS $SMOL_LR $SMOL_BATCH $MAX_LEN $SEED")"
+model_dir() { # arch, dataset
+    if [[ "$1" == minilm ]]; then
+        echo "$MODELS/$MINILM_TAG/$2-$1"
+    else
+        echo "$MODELS/$SMOL_TAG/$2-$1"
+    fi
+}
 for arch in "${ARCHS[@]}"; do
     for d in "${SOURCES[@]}"; do
         dir="$(model_dir "$arch" "$d")"
@@ -99,7 +110,7 @@ echo "model,architecture,dataset,test_examples,accuracy,majority_class" >"$OUT/a
 for arch in "${ARCHS[@]}"; do
     for d in "${SOURCES[@]}"; do
         dir="$(model_dir "$arch" "$d")"
-        preds="$OUT/predictions-$d-$arch.jsonl"
+        preds="$(dirname "$dir")/predictions-$d-$arch.jsonl"
         json="$(fute predict --model "$dir" --dataset "$d" --split test --limit "$TEST_N" \
             --max-len "$MAX_LEN" --out "$preds" --json)"
         acc="$(jq -r '.metrics.accuracy' <<<"$json")"
