@@ -261,10 +261,21 @@ fn same_seed_gives_bit_identical_weights() {
 }
 
 fn resume_case(checkpoint_every: Option<usize>, stop: impl Fn(&Event) -> bool) {
+    resume_training(checkpoint_every, None, stop);
+}
+
+/// Trains straight through, and interrupted then resumed, and compares the weights;
+/// `trainable` names the parameters the run updates (`None`: all).
+fn resume_training(
+    checkpoint_every: Option<usize>,
+    trainable: Option<Vec<String>>,
+    stop: impl Fn(&Event) -> bool,
+) {
     let data = toy_task(44, 21);
     let dev = toy_task(16, 22);
     let mut c = cfg(2);
     c.patience = Some(5);
+    c.trainable = trainable;
     // Straight run.
     let straight = tiny_model(cls(), DType::F32, 4);
     let r1 = train(&straight, &data, Some(&dev), 0, &c, &mut quiet()).unwrap();
@@ -306,6 +317,24 @@ fn resuming_mid_epoch_gives_the_same_weights() {
     // 44 examples / batch 8 = 6 steps per epoch; checkpoint every 2, stop after step 4
     // plus one more (lost) step, as a crash would.
     resume_case(Some(2), |e| matches!(e, Event::Step { step: 5, .. }));
+}
+
+#[test]
+fn resuming_a_run_that_trains_a_subset_gives_the_same_weights() {
+    // A LoRA / PEFT run trains a few parameters; its checkpoint holds only those, and
+    // resuming it (once refused: "training checkpoint lacks parameter") restores them.
+    let names: Vec<String> = tiny_model(cls(), DType::F32, 4)
+        .named_parameters()
+        .into_iter()
+        .map(|(n, _)| n)
+        .filter(|n| n.starts_with("classifier") || n.contains("layer.1.output"))
+        .collect();
+    assert!(names.len() >= 4, "{names:?}");
+    resume_training(
+        None,
+        Some(names),
+        |e| matches!(e, Event::Epoch(r) if r.epoch == 1),
+    );
 }
 
 #[test]

@@ -1,9 +1,10 @@
 //! The resumable training state: a folder written atomically at every epoch end
 //! (and every N optimiser steps) holding
 //!
-//! * `weights.safetensors` — every parameter, in its own dtype (bit-exact);
+//! * `weights.safetensors` — every parameter the run trains (all, or the LoRA /
+//!   PEFT subset; the frozen rest is rebuilt from the base), in its own dtype (bit-exact);
 //! * `moments.safetensors` — AdamW's `m/<name>` and `v/<name>`;
-//! * `best.safetensors` — the best weights so far on the dev set, when any;
+//! * `best.safetensors` — the best trained weights so far on the dev set, when any;
 //! * `state.json` — step, epoch, position in the epoch, per-parameter AdamW step
 //!   counts, best score, epochs without improvement, history, and a fingerprint of
 //!   the settings and data, so a rerun with other settings is refused rather than
