@@ -40,7 +40,10 @@ pub struct Hooks<'a> {
     pub prompt: Option<&'a Tensor>,
     /// Per layer, key and value prefixes, each `[B, P, hidden]`, concatenated in
     /// front of that layer's self-attention keys and values (P-tuning v2); the
-    /// attention mask gets `P` ones in front; positions are untouched.
+    /// attention mask gets `P` ones in front; the tokens' positions are
+    /// untouched. (T5, whose positions are relative, treats the prefix as `P`
+    /// past keys/values at positions `0..P`, as transformers' cache does: its
+    /// position bias covers the prefix keys; see [`crate::models::t5`].)
     pub prefix: Option<&'a [(Tensor, Tensor)]>,
     /// Extra terms on linear maps, by name.
     pub linear: Option<&'a dyn LinearHook>,

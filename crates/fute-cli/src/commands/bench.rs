@@ -27,7 +27,7 @@ fute, then the peer, on the same token ids):
 Arch rows (opt-in: --arch-rows, or --only arch / --only ID; one folder per architecture, config.json + model.safetensors written by fute to a temp folder, which fute and the peer both load; seeded random token ids, B=8, T=128, 2 labels):
   arch-ARCH-train-b8              full fine-tuning step, 2 steps after 1 warm-up
   arch-ARCH-fisher-per-batch-b8   per-batch Fisher, all encoder/decoder parameters, 16 examples
-  ARCH: roberta, distilbert, gpt2 (randomly initialised, seed 12, at the roberta-base, distilbert-base-uncased and gpt2 (small) shapes: no weights are packaged), llama (the packaged SmolLM2-135M GGUF, dequantised to f32). With --peer they take about 15-20 minutes on 2 cores; \
+  ARCH: roberta, distilbert, gpt2 (randomly initialised, seed 12, at the roberta-base, distilbert-base-uncased and gpt2 (small) shapes: no weights are packaged), llama (the packaged SmolLM2-135M GGUF, dequantised to f32), t5 (randomly initialised at the t5-base shape, the FUTE surrogate; each row of ids ends with its eos). With --peer they take about 15-20 minutes on 2 cores (more with t5); \
 arch-llama-fisher-per-batch-b8 peaks at about 9 GB of memory in fute (2 workers, each holding one batch's graph).
 Before each timed run the machine's load is sampled from /proc/stat; it is recorded with \
 the row (other processes' CPU before and during), so figures from a busy machine say so.

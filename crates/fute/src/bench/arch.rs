@@ -6,13 +6,16 @@
 //! `model.safetensors`) that fute and the PyTorch peer both load, so both run
 //! the same weights, head included:
 //! - Llama: the packaged SmolLM2-135M GGUF, dequantised to f32 and saved;
-//! - RoBERTa, DistilBERT, GPT-2 (no weights packaged): randomly initialised at
-//!   the base size (roberta-base, distilbert-base-uncased, gpt2 small shapes)
-//!   with a fixed seed. Timing does not depend on the weights' values.
+//! - RoBERTa, DistilBERT, GPT-2, T5 (no weights packaged): randomly
+//!   initialised at the base size (roberta-base, distilbert-base-uncased, gpt2
+//!   small and t5-base shapes) with a fixed seed. Timing does not depend on the
+//!   weights' values.
 //!
 //! Token ids are seeded pseudo-random ids over the model's vocabulary, never
 //! its padding id (so the decoders' sequence heads read the last token and
-//! RoBERTa's positions count every token); real text would cost the same.
+//! RoBERTa's positions count every token); real text would cost the same. A
+//! T5 row ends with its eos token and has no other (its sequence head reads
+//! the last eos; transformers wants the same count in every row).
 
 use std::path::{Path, PathBuf};
 
@@ -23,13 +26,13 @@ use fute_nn::fisher::{
     fisher_embedding, EmbeddingGradients, FisherExample, FisherLabels, FisherOptions, FisherScope,
     FisherTarget, FisherVariant, SoftLoss,
 };
-use fute_nn::models::{distilbert, gpt2, llama, roberta};
+use fute_nn::models::{distilbert, gpt2, llama, roberta, t5};
 use fute_nn::{BertInput, BuildOptions, Encoding, HeadSpec, TaskModel};
 
 use super::{measure, time_train_steps, Kind, Measurement, Workload};
 
 /// The architectures with rows, in table order.
-pub const ARCHES: [&str; 4] = ["roberta", "distilbert", "gpt2", "llama"];
+pub const ARCHES: [&str; 5] = ["roberta", "distilbert", "gpt2", "llama", "t5"];
 
 /// Tokens per example (fewer only when the model has fewer positions).
 pub const SEQ_LEN: usize = 128;
@@ -67,7 +70,7 @@ pub fn workloads() -> Vec<Workload> {
 }
 
 /// The base-size `config.json` of a randomly initialised architecture
-/// (transformers' roberta-base, distilbert-base-uncased and gpt2 shapes), or
+/// (transformers' roberta-base, distilbert-base-uncased, gpt2 and t5-base shapes), or
 /// `None` for Llama (real weights).
 pub fn base_config(arch: &str) -> Option<serde_json::Value> {
     Some(match arch {
@@ -92,6 +95,15 @@ pub fn base_config(arch: &str) -> Option<serde_json::Value> {
             "resid_pdrop": 0.1, "embd_pdrop": 0.1, "attn_pdrop": 0.1,
             "layer_norm_epsilon": 1e-5, "initializer_range": 0.02,
             "bos_token_id": 50256, "eos_token_id": 50256, "pad_token_id": 50256
+        }),
+        // t5-base, the FUTE paper's surrogate.
+        "t5" => serde_json::json!({
+            "model_type": "t5", "vocab_size": 32128, "d_model": 768, "d_kv": 64,
+            "d_ff": 3072, "num_layers": 12, "num_decoder_layers": 12, "num_heads": 12,
+            "relative_attention_num_buckets": 32, "relative_attention_max_distance": 128,
+            "dropout_rate": 0.1, "layer_norm_epsilon": 1e-6, "initializer_factor": 1.0,
+            "feed_forward_proj": "relu", "is_encoder_decoder": true, "pad_token_id": 0,
+            "eos_token_id": 1, "decoder_start_token_id": 0, "n_positions": 512
         }),
         _ => return None,
     })
@@ -151,6 +163,12 @@ pub fn prepare(arch: &str, gguf: Option<&Path>, tmp: &Path) -> anyhow::Result<Pa
                     None,
                     &o,
                 )?),
+                "t5" => Box::new(t5::T5TaskModel::build(
+                    &t5::T5Config::from_file(&path)?,
+                    spec,
+                    None,
+                    &o,
+                )?),
                 other => anyhow::bail!("no base configuration for `{other}`"),
             }
         }
@@ -174,9 +192,16 @@ pub fn token_ids(dir: &Path, n: usize) -> anyhow::Result<Vec<Vec<u32>>> {
     let vocab =
         field("vocab_size").with_context(|| format!("{}: no `vocab_size`", path.display()))?;
     let pad = field("pad_token_id");
-    // RoBERTa numbers positions from pad + 1, so it has two fewer.
-    let positions = match cfg.get("model_type").and_then(|t| t.as_str()) {
+    let model_type = cfg.get("model_type").and_then(|t| t.as_str());
+    // T5's sequence head reads the last eos: each row ends with it, alone.
+    let eos = (model_type == Some("t5"))
+        .then(|| field("eos_token_id"))
+        .flatten();
+    // RoBERTa numbers positions from pad + 1, so it has two fewer; T5's are
+    // relative (no table).
+    let positions = match model_type {
         Some("gpt2") => field("n_positions"),
+        Some("t5") => None,
         Some("roberta") => field("max_position_embeddings").map(|p| p.saturating_sub(2)),
         _ => field("max_position_embeddings"),
     }
@@ -198,14 +223,18 @@ pub fn token_ids(dir: &Path, n: usize) -> anyhow::Result<Vec<Vec<u32>>> {
     };
     Ok((0..n)
         .map(|_| {
-            (0..seq_len)
+            let mut row: Vec<u32> = (0..seq_len)
                 .map(|_| loop {
                     let id = next() % vocab;
-                    if Some(id) != pad {
+                    if Some(id) != pad && Some(id) != eos {
                         break id as u32;
                     }
                 })
-                .collect()
+                .collect();
+            if let (Some(e), Some(last)) = (eos, row.last_mut()) {
+                *last = e as u32;
+            }
+            row
         })
         .collect())
 }
