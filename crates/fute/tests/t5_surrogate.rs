@@ -234,3 +234,48 @@ fn one_store_holds_t5_surrogate_dtes_beside_bert_ones() {
     .unwrap();
     assert!(again.cached);
 }
+
+/// Prompt tuning and LoRA (HF peft's `q`, `v` default) also embed through the
+/// T5 surrogate; BitFit is refused by name (T5 has no biases).
+#[test]
+fn the_other_peft_methods_run_on_the_t5_surrogate() {
+    use fute_nn::peft::{LoraConfig, PromptConfig};
+    let t5 = Surrogate::open(&fixtures().join("conformance/t5/model")).unwrap();
+    let (_, p) = &datasets()[0];
+    let method = |peft, reduce| {
+        Method::Peft(PeftMethod {
+            training: training(),
+            peft,
+            reduce,
+        })
+    };
+    let prompt = method(
+        PeftConfig::PromptTuning(PromptConfig { len: 3 }),
+        Reduce::Positions,
+    );
+    let out = prompt.run(&t5, p, 1, &mut |_| {}).unwrap();
+    assert_eq!(out.components.len(), 1);
+    assert_eq!(out.components[0].1.len(), 16, "mean over prompt positions");
+
+    let lora = method(PeftConfig::Lora(LoraConfig::default()), Reduce::Positions);
+    let out = lora.run(&t5, p, 1, &mut |_| {}).unwrap();
+    // q and v of every self-attention (2 + 3 blocks) and of the 3
+    // cross-attentions, an A and a B each.
+    assert_eq!(out.components.len(), 2 * (2 * 5 + 2 * 3));
+    assert!(out
+        .components
+        .iter()
+        .any(|(n, _)| n == "transformer.decoder.block.1.layer.1.EncDecAttention.v.lora_B"));
+    // Trained: some B moved away from its zero initialisation.
+    assert!(out
+        .components
+        .iter()
+        .filter(|(n, _)| n.ends_with("lora_B"))
+        .any(|(_, v)| v.iter().any(|x| *x != 0.0)));
+
+    let err = method(PeftConfig::BitFit, Reduce::Positions)
+        .run(&t5, p, 1, &mut |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("BitFit") && err.contains("t5"), "{err}");
+}
