@@ -164,12 +164,11 @@ impl RmsNorm {
     }
 
     /// `weight · (x · 1/√(mean(x²) + eps))` in `x`'s own dtype, the operations
-    /// in transformers' order. (transformers computes this in float32 even for
-    /// a float64 model; see `scripts/golden/arch_golden.py`.)
+    /// in transformers' order ([`crate::ops::rms_norm`]). (transformers
+    /// computes this in float32 even for a float64 model; see
+    /// `scripts/golden/arch_golden.py`.)
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let mean_square = x.sqr()?.mean_keepdim(candle_core::D::Minus1)?;
-        let inv = (mean_square + self.eps)?.sqrt()?.recip()?;
-        Ok(x.broadcast_mul(&inv)?.broadcast_mul(&self.weight)?)
+        crate::ops::rms_norm(x, &self.weight, self.eps)
     }
 }
 

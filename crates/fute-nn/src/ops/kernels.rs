@@ -296,3 +296,64 @@ pub(crate) fn rotary<T: Real>(
         });
     out
 }
+
+/// `1/√(mean(x²) + eps)` of one row, in the composite form's order.
+fn inv_rms<T: Real>(x: &[T], eps: T) -> T {
+    let ms = sum(x.iter().map(|&v| v * v)) / T::from_f64(x.len() as f64);
+    T::from_f64(1.0) / (ms + eps).sqrt()
+}
+
+/// Row-wise RMSNorm `(x · r) · w`, `r = 1/√(mean(x²) + eps)`, rows of length `n`.
+pub(crate) fn rms_norm<T: Real>(x: &[T], w: &[T], n: usize, eps: T) -> Vec<T> {
+    let mut out = vec![T::zero(); x.len()];
+    out.par_chunks_mut(n * ROW_BLOCK)
+        .zip(x.par_chunks(n * ROW_BLOCK))
+        .for_each(|(o, xs)| {
+            for (o, x) in o.chunks_mut(n).zip(xs.chunks(n)) {
+                let r = inv_rms(x, eps);
+                for ((o, &x), &w) in o.iter_mut().zip(x).zip(w) {
+                    *o = x * r * w;
+                }
+            }
+        });
+    out
+}
+
+/// RMSNorm backward: `[dx | dw]` for input `x`, weight `w`, output gradient `g`.
+///
+/// With `x̂ = x · r` and `h = g ⊙ w`: `dx = r · (h − x̂ · mean(h ⊙ x̂))`,
+/// `dw = Σ_rows g ⊙ x̂`.
+pub(crate) fn rms_norm_bwd<T: Real>(x: &[T], w: &[T], g: &[T], n: usize, eps: T) -> Vec<T> {
+    let total = x.len();
+    let mut out = vec![T::zero(); total + n];
+    let (dx, tail) = out.split_at_mut(total);
+    let nf = T::from_f64(n as f64);
+    let partials: Vec<Vec<T>> = dx
+        .par_chunks_mut(n * ROW_BLOCK)
+        .zip(x.par_chunks(n * ROW_BLOCK))
+        .zip(g.par_chunks(n * ROW_BLOCK))
+        .map(|((dxs, xs), gs)| {
+            let mut part = vec![T::zero(); n];
+            for ((dx, x), g) in dxs.chunks_mut(n).zip(xs.chunks(n)).zip(gs.chunks(n)) {
+                let r = inv_rms(x, eps);
+                let mut s = T::zero();
+                for (j, (&xv, &gv)) in x.iter().zip(g).enumerate() {
+                    let xh = xv * r;
+                    s = s + gv * w[j] * xh;
+                    part[j] = part[j] + gv * xh;
+                }
+                let m = s / nf;
+                for (j, ((dx, &xv), &gv)) in dx.iter_mut().zip(x).zip(g).enumerate() {
+                    *dx = r * (gv * w[j] - xv * r * m);
+                }
+            }
+            part
+        })
+        .collect();
+    for part in partials {
+        for (t, p) in tail.iter_mut().zip(part) {
+            *t = *t + p;
+        }
+    }
+    out
+}

@@ -70,8 +70,10 @@ macro_rules! dispatch {
 }
 
 mod linear;
+mod rms_norm;
 mod rotary;
 pub use linear::linear;
+pub use rms_norm::rms_norm;
 pub use rotary::rotary;
 
 // ---------------------------------------------------------------------------

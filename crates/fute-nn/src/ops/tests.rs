@@ -3,7 +3,7 @@
 
 use candle_core::{DType, Device, Tensor, Var, D};
 
-use super::{embedding, gelu_erf, layer_norm, linear, masked_softmax, rotary};
+use super::{embedding, gelu_erf, layer_norm, linear, masked_softmax, rms_norm, rotary};
 use crate::rng::SeededRng;
 
 fn randn(shape: &[usize], scale: f64, seed: u64, dtype: DType) -> Tensor {
@@ -98,6 +98,24 @@ fn composite_rotary(t: &[Tensor]) -> Tensor {
 
 fn fused_rotary(t: &[Tensor]) -> Tensor {
     rotary(&t[0], &t[1], &t[2]).unwrap()
+}
+
+fn composite_rms(t: &[Tensor]) -> Tensor {
+    // What `nn::RmsNorm` did before the fused op.
+    let inv = (t[0].sqr().unwrap().mean_keepdim(D::Minus1).unwrap() + 1e-5)
+        .unwrap()
+        .sqrt()
+        .unwrap()
+        .recip()
+        .unwrap();
+    t[0].broadcast_mul(&inv)
+        .unwrap()
+        .broadcast_mul(&t[1])
+        .unwrap()
+}
+
+fn fused_rms(t: &[Tensor]) -> Tensor {
+    rms_norm(&t[0], &t[1], 1e-5).unwrap()
 }
 
 fn composite_gelu(t: &[Tensor]) -> Tensor {
@@ -195,6 +213,16 @@ fn cases(dtype: DType) -> Vec<Case> {
                 randn(&[4, 6], 1.0, 14, dtype),
             ],
             1,
+        ),
+        (
+            "rms norm",
+            Box::new(composite_rms),
+            Box::new(fused_rms),
+            vec![
+                (randn(&[2, 3, 9], 1.0, 15, dtype) + 0.4).unwrap(),
+                (randn(&[9], 0.3, 16, dtype) + 1.0).unwrap(),
+            ],
+            2,
         ),
         (
             "gelu",
