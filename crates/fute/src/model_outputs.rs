@@ -212,6 +212,27 @@ fn best_span(
     enc.token_span_to_char_span(i, j)
 }
 
+/// The probe set of `model`'s MTE on `corpus` (paper §2.4): each row in the model's own
+/// input shape, for the model and for the surrogate alike, with the model's outputs
+/// ([`outputs_on_corpus`]) as the targets.
+///
+/// Errors: the model's input shape is unknown, or running it fails.
+pub fn mte_probe(
+    model: &SubjectModel,
+    corpus: &Corpus,
+    cache_dir: &Path,
+    max_len: usize,
+    batch: usize,
+    progress: impl FnMut(usize, usize),
+) -> anyhow::Result<crate::probe::ProbeSet> {
+    let targets = outputs_on_corpus(model, corpus, cache_dir, max_len, batch, progress)?;
+    Ok(crate::probe::ProbeSet {
+        inputs: model.shaped_inputs(corpus)?,
+        targets,
+        head: model.probe_head(),
+    })
+}
+
 /// Labels every input of `corpus`, in the model's input shape, with `model`, using and extending the cache file
 /// in `cache_dir`; `progress(done, total)` is called after each batch.
 pub fn outputs_on_corpus(

@@ -7,14 +7,13 @@ use fute::methods::fim::{FimComponents, FimConfig};
 use fute::methods::peft::{default_lr, PeftMethod};
 use fute::methods::surrogate_training::SurrogateTraining;
 use fute::methods::Method;
-use fute::model_outputs::{outputs_on_corpus, SubjectModel};
+use fute::model_outputs::{mte_probe, SubjectModel};
 use fute::probe::ProbeSet;
 use fute::prompted::PromptedLlm;
 use fute::surrogate::{resolve_model_dir, Surrogate};
 use fute_core::corpus::ModelInput;
 use fute_core::dataset::Split;
 use fute_core::embedding::{EmbeddingKind, Store, StoredDType, Subject, SubjectKind};
-use fute_core::rng::SplitMix64;
 use fute_nn::fisher::FisherVariant;
 use fute_nn::peft::{LoraConfig, PeftConfig, PrefixConfig, PromptConfig, Reduce};
 use serde_json::Value;
@@ -493,17 +492,10 @@ pub fn run(ctx: &Context, cmd: EmbedCmd) -> anyhow::Result<()> {
                 }
                 let pb = super::spinner(format!("running {what} on corpus {corpus}"));
                 let cache = ctx.workspace.state_dir().join("cache").join("outputs");
-                let targets =
-                    outputs_on_corpus(&model, &u, &cache, common.max_len, 32, |done, total| {
-                        pb.set_message(format!("running {what} on corpus {corpus}: {done}/{total}"))
-                    })?;
+                let probe = mte_probe(&model, &u, &cache, common.max_len, 32, |done, total| {
+                    pb.set_message(format!("running {what} on corpus {corpus}: {done}/{total}"))
+                })?;
                 pb.finish_and_clear();
-                // The surrogate sees each row as the model saw it (paper §2.4).
-                let probe = ProbeSet {
-                    inputs: model.shaped_inputs(&u)?,
-                    targets,
-                    head: model.probe_head(),
-                };
                 let subject = Subject {
                     kind: SubjectKind::Model,
                     name: what.clone(),
@@ -550,9 +542,7 @@ fn load_corpus(
 ) -> anyhow::Result<fute_core::corpus::Corpus> {
     let mut u = ctx.workspace.load_corpus(name)?;
     if let Some(n) = common.limit {
-        SplitMix64::new(common.seed).shuffle(&mut u.inputs);
-        u.inputs.truncate(n);
-        u.card.hash = fute_core::corpus::content_hash(&u.inputs);
+        u.keep_seeded_subset(n, common.seed);
     }
     Ok(u)
 }

@@ -9,7 +9,6 @@ use fute::methods::Method;
 use fute::surrogate::Surrogate;
 use fute::transfer::embed_scores::{embedding_scores, EmbedScoreConfig};
 use fute_core::embedding::Store;
-use fute_core::rng::SplitMix64;
 
 use super::train::resolve_model;
 use crate::Context;
@@ -58,9 +57,7 @@ pub fn scores(ctx: &Context, a: ScoresArgs) -> anyhow::Result<()> {
     let needs_u = a.methods.iter().any(|m| m != "textemb");
     let corpus = if needs_u {
         let mut u = ctx.workspace.load_corpus(&a.corpus)?;
-        SplitMix64::new(a.seed).shuffle(&mut u.inputs);
-        u.inputs.truncate(a.u_limit);
-        u.card.hash = fute_core::corpus::content_hash(&u.inputs);
+        u.keep_seeded_subset(a.u_limit, a.seed);
         u.card.name = format!("{}[{}]", a.corpus, u.inputs.len());
         Some(u)
     } else {

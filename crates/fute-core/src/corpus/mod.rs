@@ -222,6 +222,15 @@ pub fn build(
 }
 
 impl Corpus {
+    /// Keeps a seeded sample of `n` inputs (all when fewer) and re-hashes the card,
+    /// so the subset is a fixed corpus of its own: the same `n` and `seed` give the
+    /// same inputs, in the same order, with the same hash.
+    pub fn keep_seeded_subset(&mut self, n: usize, seed: u64) {
+        crate::rng::SplitMix64::new(seed).shuffle(&mut self.inputs);
+        self.inputs.truncate(n);
+        self.card.hash = content_hash(&self.inputs);
+    }
+
     /// Writes `card.json` and `inputs.jsonl` atomically into `dir`.
     pub fn save_dir(&self, dir: &Path) -> Result<()> {
         let card = serde_json::to_vec_pretty(&self.card).expect("card serialises");

@@ -30,7 +30,7 @@ use super::job::source_model_dir;
 use super::plan::source_job_id;
 use crate::embed::{dte_subject, embed, EmbedRequest};
 use crate::methods::Method;
-use crate::model_outputs::{outputs_on_corpus, SubjectModel};
+use crate::model_outputs::{mte_probe, SubjectModel};
 use crate::probe::ProbeSet;
 use crate::surrogate::Surrogate;
 
@@ -191,14 +191,9 @@ fn mte(
         .input
         .get_or_insert(ModelInput::of_schema(&source.card.schema));
     let source = source.card.name.as_str();
-    let targets = outputs_on_corpus(&model, u, cfg.outputs_cache, 64, 16, |d, n| {
+    let probe = mte_probe(&model, u, cfg.outputs_cache, 64, 16, |d, n| {
         progress(format!("the {source} model on U: {d}/{n}"))
     })?;
-    let probe = ProbeSet {
-        inputs: u.inputs.iter().map(|i| i.segments.clone()).collect(),
-        targets,
-        head: model.probe_head(),
-    };
     Ok(embed(
         cfg.store,
         cfg.surrogate,

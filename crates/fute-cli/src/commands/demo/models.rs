@@ -5,7 +5,7 @@ use super::{print_table, Demo, DTE_DATASETS, SEED, TARGET};
 use fute::embed::{dte_subject, embed, EmbedRequest};
 use fute::finetune::{finetune, predict, FinetuneOptions};
 use fute::methods::Method;
-use fute::model_outputs::{outputs_on_corpus, SubjectModel};
+use fute::model_outputs::{mte_probe, SubjectModel};
 use fute::probe::ProbeSet;
 use fute::report::Table;
 use fute_core::corpus::{Corpus, CorpusSpec};
@@ -13,7 +13,6 @@ use fute_core::dataset::Split;
 use fute_core::embedding::store::RankOptions;
 use fute_core::embedding::{EmbeddingKind, EmbeddingRecord, StoredDType, Subject, SubjectKind};
 use fute_core::metrics::ranking;
-use fute_core::rng::SplitMix64;
 use fute_nn::train::{Control, Event};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -51,9 +50,7 @@ pub(crate) fn corpus(demo: &mut Demo<'_>) -> anyhow::Result<Corpus> {
         })?;
     }
     let mut u = ctx.workspace.load_corpus("demo-u")?;
-    SplitMix64::new(SEED).shuffle(&mut u.inputs);
-    u.inputs.truncate(demo.sizes.u_inputs);
-    u.card.hash = fute_core::corpus::content_hash(&u.inputs);
+    u.keep_seeded_subset(demo.sizes.u_inputs, SEED);
     u.card.name = format!("demo-u[{}]", demo.sizes.u_inputs);
     pb.inc(1);
     pb.finish_and_clear();
@@ -261,14 +258,9 @@ pub(crate) fn model_embeddings(
     let mut out = Dtes::new();
     for s in sources {
         let model = SubjectModel::open(&s.dir)?;
-        let targets = outputs_on_corpus(&model, u, &cache, 64, 16, |d, n| {
+        let probe = mte_probe(&model, u, &cache, 64, 16, |d, n| {
             pb.set_message(format!("{} model on U: {d}/{n}", s.dataset))
         })?;
-        let probe = ProbeSet {
-            inputs: u.inputs.iter().map(|i| i.segments.clone()).collect(),
-            targets,
-            head: model.probe_head(),
-        };
         for (row, method) in &methods {
             let rec = embed(
                 &demo.store,
